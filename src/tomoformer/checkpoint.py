@@ -1,0 +1,113 @@
+"""Safe checkpoint loading and saving.
+
+Checkpoints are read with ``torch.load(weights_only=True)`` (or from safetensors), so a file from a stranger
+cannot run code. Every checkpoint carries ``hyper_parameters`` with the model name and its options, so any command
+can rebuild the model from the registry without the training code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from tomoformer.errors import CheckpointError, TomoFormerError
+from tomoformer.io import atomic_path
+from tomoformer.models.registry import create_model
+
+
+@dataclass
+class LoadedModel:
+    """A model rebuilt from a checkpoint, with the options it was built with."""
+
+    model: nn.Module
+    name: str
+    model_kwargs: dict[str, Any]
+    hparams: dict[str, Any]
+
+    @property
+    def data_attrs(self) -> dict[str, Any]:
+        return dict(self.hparams.get("data_attrs") or {})
+
+
+def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The raw checkpoint dict (``state_dict`` and ``hyper_parameters``), read without unpickling code."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    if path.suffix == ".safetensors":
+        return _read_safetensors(path)
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        first = str(err).strip().splitlines()[0][:160] if str(err).strip() else ""
+        raise CheckpointError(
+            f"{path}: refused: the file carries pickled Python objects that could run code ({first})"
+        ) from None
+    except Exception as err:
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(err).__name__})") from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise CheckpointError(f"{path}: not a TomoFormer checkpoint (no 'state_dict')")
+    if "model" not in checkpoint.get("hyper_parameters", {}):
+        raise CheckpointError(f"{path}: checkpoint does not name its model (no hyper_parameters.model)")
+    return checkpoint
+
+
+def load_checkpoint(path: str | os.PathLike[str], expect_model: str | None = None) -> LoadedModel:
+    """Rebuild the model stored in ``path`` in eval mode on the CPU."""
+    checkpoint = read_checkpoint(path)
+    hparams = dict(checkpoint["hyper_parameters"])
+    name = hparams["model"]
+    if expect_model is not None and name != expect_model:
+        raise CheckpointError(f"{path}: checkpoint holds model {name!r}, not {expect_model!r}")
+    kwargs = dict(hparams.get("model_kwargs") or {})
+    try:
+        model = create_model(name, **kwargs)
+    except TomoFormerError as err:
+        raise CheckpointError(f"{path}: {err}") from None
+    state = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        detail = str(err).splitlines()[0][:200]
+        raise CheckpointError(f"{path}: weights do not fit model {name!r} ({detail})") from None
+    model.eval()
+    return LoadedModel(model=model, name=name, model_kwargs=kwargs, hparams=hparams)
+
+
+def save_checkpoint(
+    path: str | os.PathLike[str],
+    model: nn.Module,
+    hparams: dict[str, Any],
+) -> Path:
+    """Write ``model`` as a Lightning-compatible checkpoint (``.ckpt``) or a safetensors file, atomically."""
+    path = Path(path)
+    state = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    with atomic_path(path) as tmp:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import save_file
+
+            save_file(state, str(tmp), metadata={"tomoformer": json.dumps(hparams)})
+        else:
+            torch.save({"state_dict": state, "hyper_parameters": hparams}, tmp)
+    return path
+
+
+def _read_safetensors(path: Path) -> dict[str, Any]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            state = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
+    except Exception as err:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({type(err).__name__})") from None
+    if "tomoformer" not in metadata:
+        raise CheckpointError(f"{path}: safetensors file has no 'tomoformer' metadata naming its model")
+    return {"state_dict": state, "hyper_parameters": json.loads(metadata["tomoformer"])}

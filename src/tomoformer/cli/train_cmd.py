@@ -1,0 +1,101 @@
+"""``tomoformer train``: train any registered model; ``tomoformer models``: list them."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from tomoformer.cli.common import add_config_flag, parse_key_values, read_yaml
+from tomoformer.errors import ConfigError
+
+_S = argparse.SUPPRESS
+# Flag dest → TrainConfig field type, for flags that set a top-level field.
+_TRAIN_FLAGS: dict[str, Any] = {
+    "data": str,
+    "val_data": str,
+    "out": str,
+    "model": str,
+    "max_epochs": int,
+    "max_steps": int,
+    "batch_size": int,
+    "lr": float,
+    "weight_decay": float,
+    "warmup_fraction": float,
+    "val_fraction": float,
+    "seed": int,
+    "accelerator": str,
+    "devices": str,
+    "num_nodes": int,
+    "strategy": str,
+    "precision": str,
+    "num_workers": int,
+}
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser("train", help="train a model on a dataset")
+    for name, kind in _TRAIN_FLAGS.items():
+        p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, default=_S)
+    p.add_argument("--model-opt", dest="model_opts", action="append", metavar="KEY=VALUE",
+                   help="model option, e.g. --model-opt decoder=transformer (repeatable)")
+    p.add_argument("--resume", action="store_true", default=_S, help="continue from OUT/checkpoints/last.ckpt")
+    p.add_argument("--no-progress", dest="progress", action="store_false", default=_S)
+    p.add_argument("--no-d4", dest="d4", action="store_false", default=_S, help="no symmetry augmentation")
+    p.add_argument("--frames", dest="max_frames", type=int, default=_S,
+                   help="train on random subsets of at most this many frames")
+    p.add_argument("--min-frames", dest="min_frames", type=int, default=_S)
+    p.add_argument("--min-keep-fraction", dest="min_keep_fraction", type=float, default=_S,
+                   help="random sparsity: keep between this fraction and all of the cells of each frame")
+    add_config_flag(p)
+    p.set_defaults(handler=run)
+
+    q = commands.add_parser("models", help="list the registered models")
+    q.set_defaults(handler=run_models)
+
+
+def train_config_from_args(args: argparse.Namespace) -> Any:
+    """TrainConfig defaults < --config YAML < flags."""
+    from tomoformer.tasks.train import TrainConfig
+
+    values: dict[str, Any] = read_yaml(args.config) if getattr(args, "config", None) else {}
+    for name in _TRAIN_FLAGS:
+        if hasattr(args, name):
+            values[name] = getattr(args, name)
+    if "devices" in values and str(values["devices"]).isdigit():
+        values["devices"] = int(values["devices"])
+    for name in ("resume", "progress"):
+        if hasattr(args, name):
+            values[name] = getattr(args, name)
+    augment = dict(values.get("augment") or {})
+    for name in ("d4", "max_frames", "min_frames", "min_keep_fraction"):
+        if hasattr(args, name):
+            augment[name] = getattr(args, name)
+    if augment.get("max_frames") and not augment.get("min_frames"):
+        augment["min_frames"] = max(1, augment["max_frames"] // 2)
+    values["augment"] = augment
+    values["model_kwargs"] = {**(values.get("model_kwargs") or {}), **parse_key_values(args.model_opts, "--model-opt")}
+    config = TrainConfig.from_dict(values)
+    if config.max_epochs < 1 and config.max_steps < 1:
+        raise ConfigError("give --max-epochs or --max-steps of at least 1")
+    return config
+
+
+def run(args: argparse.Namespace) -> int:
+    from tomoformer.tasks.train import run_training
+
+    config = train_config_from_args(args)
+    result = run_training(config)
+    shown = ", ".join(f"{k}={v:.4f}" for k, v in sorted(result.metrics.items()))
+    print(f"done in {result.seconds:.0f} s: {shown}")
+    print(f"best checkpoint: {result.best_checkpoint}")
+    return 0
+
+
+def run_models(args: argparse.Namespace) -> int:
+    from tomoformer.models.registry import create_model, list_models
+
+    for name in list_models():
+        model = create_model(name)
+        n = sum(p.numel() for p in model.parameters())
+        print(f"{name:20s} {n:>12,} parameters")
+    return 0

@@ -1,0 +1,206 @@
+"""One training run: data, model, Lightning trainer, and a run folder with config, metrics, checkpoints, figures."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import yaml
+
+from tomoformer.checkpoint import save_checkpoint
+from tomoformer.data.datamodule import AugmentOptions, SignalDataModule
+from tomoformer.errors import ConfigError
+from tomoformer.io import atomic_path, write_text_atomic
+from tomoformer.models.registry import create_model
+from tomoformer.tasks.mapping import MappingTask
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs; every field has a default that works on a laptop CPU."""
+
+    data: str = "data/train.zarr"
+    val_data: str | None = None
+    out: str = "runs/train"
+    model: str = "tomoformer_tiny"
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    max_epochs: int = 50
+    max_steps: int = -1
+    batch_size: int = 8
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_fraction: float = 0.05
+    dice_weight: float = 1.0
+    val_fraction: float = 0.1
+    augment: AugmentOptions = field(default_factory=AugmentOptions)
+    seed: int = 0
+    accelerator: str = "auto"
+    devices: int | str = 1
+    num_nodes: int = 1
+    strategy: str = "auto"
+    precision: str | None = None
+    num_workers: int = 0
+    resume: bool = False
+    progress: bool = True
+    fit_batches: int = 64
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """Build from a plain dict (a YAML file), refusing unknown keys with one clear line."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ConfigError(f"unknown training option(s): {', '.join(unknown)}")
+        values = dict(values)
+        if isinstance(values.get("augment"), dict):
+            aug_names = {f.name for f in dataclasses.fields(AugmentOptions)}
+            bad = sorted(set(values["augment"]) - aug_names)
+            if bad:
+                raise ConfigError(f"unknown augment option(s): {', '.join(bad)}")
+            values["augment"] = AugmentOptions(**values["augment"])
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class TrainResult:
+    """What a run produced."""
+
+    out: Path
+    best_checkpoint: Path
+    metrics: dict[str, float]
+    seconds: float
+
+
+def run_training(config: TrainConfig) -> TrainResult:
+    """Train ``config.model`` on ``config.data``; write the run folder; return the best checkpoint and metrics."""
+    start = time.perf_counter()
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    datamodule = SignalDataModule(
+        train=config.data,
+        val=config.val_data,
+        val_fraction=config.val_fraction,
+        batch_size=config.batch_size,
+        num_workers=config.num_workers,
+        augment=config.augment,
+        seed=config.seed,
+    )
+    datamodule.setup()
+    probe = create_model(config.model, **config.model_kwargs)
+    if getattr(probe, "requires_fit", False):
+        return _fit_classical(config, probe, datamodule, out, start)
+    task = MappingTask(
+        model=config.model,
+        model_kwargs=config.model_kwargs,
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        warmup_fraction=config.warmup_fraction,
+        dice_weight=config.dice_weight,
+        data_attrs=_plain_attrs(datamodule.attrs),
+    )
+    return fit_task(task, datamodule, config, out, start)
+
+
+def fit_task(task: L.LightningModule, datamodule: L.LightningDataModule, config: TrainConfig, out: Path,
+             start: float | None = None) -> TrainResult:
+    """Run the Lightning loop for ``task`` and collect the run folder's outputs."""
+    from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    start = time.perf_counter() if start is None else start
+    n_params = sum(p.numel() for p in task.parameters())
+    n_train = sum(p.numel() for p in task.parameters() if p.requires_grad)
+    print(f"model {config.model}: {n_train:,} trainable of {n_params:,} parameters")
+    checkpoints = out / "checkpoints"
+    best = ModelCheckpoint(
+        dirpath=checkpoints, filename="best", monitor="val_iou", mode="max", save_last=True, enable_version_counter=False
+    )
+    callbacks: list[Any] = [best]
+    if config.progress:
+        callbacks.append(RichProgressBar(leave=True))
+    cuda = torch.cuda.is_available() and config.accelerator in ("auto", "gpu", "cuda")
+    precision = config.precision or ("bf16-mixed" if cuda else "32-true")
+    trainer = L.Trainer(
+        default_root_dir=out,
+        max_epochs=config.max_epochs,
+        max_steps=config.max_steps,
+        accelerator=config.accelerator,
+        devices=config.devices,
+        num_nodes=config.num_nodes,
+        strategy=config.strategy,
+        precision=precision,
+        logger=[
+            CSVLogger(save_dir=out, name="", version="logs"),
+            TensorBoardLogger(save_dir=out, name="", version="tensorboard"),
+        ],
+        callbacks=callbacks,
+        deterministic=not cuda,
+        enable_progress_bar=config.progress,
+        enable_model_summary=False,
+        log_every_n_steps=1,
+        num_sanity_val_steps=0,
+    )
+    last = checkpoints / "last.ckpt"
+    resume_from = last if config.resume and last.exists() else None
+    if config.resume and resume_from is None:
+        print(f"no {last} to resume from: starting fresh")
+    trainer.fit(task, datamodule=datamodule, ckpt_path=resume_from)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val_")}
+    if best.best_model_score is not None:
+        metrics["best_val_iou"] = float(best.best_model_score)
+    best_path = Path(best.best_model_path) if best.best_model_path else last
+    if trainer.is_global_zero:
+        _finish_run_folder(out, task)
+    return TrainResult(out=out, best_checkpoint=best_path, metrics=metrics, seconds=time.perf_counter() - start)
+
+
+def _fit_classical(config: TrainConfig, model: torch.nn.Module, datamodule: SignalDataModule, out: Path,
+                   start: float) -> TrainResult:
+    """Models such as ``threshold`` and ``rti`` are fitted from data, not trained by gradients."""
+    from tomoformer.evaluation.metrics import evaluate_predictions
+    from tomoformer.tasks.inference import predict_probabilities
+
+    loader = datamodule.train_dataloader()
+    batches = [batch for _, batch in zip(range(config.fit_batches), loader, strict=False)]
+    model.fit(batches)
+    assert datamodule.val_set is not None
+    probabilities = predict_probabilities(model, datamodule.val_set, batch_size=config.batch_size)
+    truth = datamodule.val_set.cache["buildings"] if datamodule.val_set.cache else None
+    if truth is None:
+        truth = datamodule.val_set.source.read("buildings", datamodule.val_set.indices)
+    scores = evaluate_predictions(probabilities, truth)
+    metrics = {f"val_{k}": float(v) for k, v in scores.items() if isinstance(v, int | float)}
+    hparams = {"model": config.model, "model_kwargs": config.model_kwargs,
+               "data_attrs": _plain_attrs(datamodule.attrs)}
+    best = save_checkpoint(out / "checkpoints" / "best.ckpt", model, hparams)
+    shutil.copyfile(best, out / "checkpoints" / "last.ckpt")
+    write_text_atomic(out / "metrics.csv", "metric,value\n" + "".join(f"{k},{v}\n" for k, v in metrics.items()))
+    return TrainResult(out=out, best_checkpoint=best, metrics=metrics, seconds=time.perf_counter() - start)
+
+
+def _finish_run_folder(out: Path, task: L.LightningModule) -> None:
+    """Copy the metrics CSV to the top of the run folder and draw the training curves."""
+    from tomoformer.evaluation.figures import curves_figure, save_figure
+
+    csv = out / "logs" / "metrics.csv"
+    if csv.exists():
+        with atomic_path(out / "metrics.csv") as tmp:
+            shutil.copyfile(csv, tmp)
+        save_figure(curves_figure(out / "metrics.csv"), out / "figures" / "curves.png")
+
+
+def _plain_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
+    """Dataset attributes as plain JSON-like values (they travel inside checkpoints)."""
+    keep = ("cell_size_m", "frequency_hz", "signal_unit", "rx_height_m", "source")
+    return {k: attrs[k] for k in keep if k in attrs}
