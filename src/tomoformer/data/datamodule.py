@@ -14,7 +14,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from tomoformer.data.format import SignalDataset, open_dataset
 from tomoformer.data.transforms import Augment
@@ -152,23 +152,39 @@ class SignalDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         assert self.train_set is not None
-        generator = torch.Generator().manual_seed(self.seed)
-        return self._loader(self.train_set, shuffle=True, generator=generator)
+        return self._loader(self.train_set, sampler=EpochShuffleSampler(len(self.train_set), self.seed))
 
     def val_dataloader(self) -> DataLoader:
         assert self.val_set is not None
-        return self._loader(self.val_set, shuffle=False)
+        return self._loader(self.val_set)
 
-    def _loader(self, dataset: Dataset, shuffle: bool, generator: torch.Generator | None = None) -> DataLoader:
+    def _loader(self, dataset: Dataset, sampler: Sampler | None = None) -> DataLoader:
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=shuffle,
-            generator=generator,
+            sampler=sampler,
             num_workers=self.num_workers,
             pin_memory=torch.cuda.is_available(),
             collate_fn=collate,
         )
+
+
+class EpochShuffleSampler(Sampler[int]):
+    """A fresh permutation each epoch that depends only on (seed, epoch), so a resumed run sees the same order
+    as an uninterrupted one. Lightning calls ``set_epoch`` before every epoch."""
+
+    def __init__(self, n: int, seed: int = 0) -> None:
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=generator).tolist())
+
+    def __len__(self) -> int:
+        return self.n
 
 
 def collate(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:

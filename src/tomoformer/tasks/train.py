@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import shutil
 import time
@@ -131,6 +132,15 @@ def fit_task(task: L.LightningModule, datamodule: L.LightningDataModule, config:
         callbacks.append(RichProgressBar(leave=True))
     cuda = torch.cuda.is_available() and config.accelerator in ("auto", "gpu", "cuda")
     precision = config.precision or ("bf16-mixed" if cuda else "32-true")
+    last = checkpoints / "last.ckpt"
+    resume_from = last if config.resume and last.exists() else None
+    if config.resume and resume_from is None:
+        print(f"no {last} to resume from: starting fresh")
+    # Each (re)start logs into its own folder; _merge_metrics stitches them into one metrics.csv.
+    log_version = f"logs-{len(list(out.glob('logs*')))}" if resume_from else "logs"
+    if not resume_from:
+        for old in out.glob("logs*"):
+            shutil.rmtree(old, ignore_errors=True)
     trainer = L.Trainer(
         default_root_dir=out,
         max_epochs=config.max_epochs,
@@ -141,7 +151,7 @@ def fit_task(task: L.LightningModule, datamodule: L.LightningDataModule, config:
         strategy=config.strategy,
         precision=precision,
         logger=[
-            CSVLogger(save_dir=out, name="", version="logs"),
+            CSVLogger(save_dir=out, name="", version=log_version),
             TensorBoardLogger(save_dir=out, name="", version="tensorboard"),
         ],
         callbacks=callbacks,
@@ -151,10 +161,6 @@ def fit_task(task: L.LightningModule, datamodule: L.LightningDataModule, config:
         log_every_n_steps=1,
         num_sanity_val_steps=0,
     )
-    last = checkpoints / "last.ckpt"
-    resume_from = last if config.resume and last.exists() else None
-    if config.resume and resume_from is None:
-        print(f"no {last} to resume from: starting fresh")
     trainer.fit(task, datamodule=datamodule, ckpt_path=resume_from)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val_")}
     if best.best_model_score is not None:
@@ -193,11 +199,31 @@ def _finish_run_folder(out: Path, task: L.LightningModule) -> None:
     """Copy the metrics CSV to the top of the run folder and draw the training curves."""
     from tomoformer.evaluation.figures import curves_figure, save_figure
 
-    csv = out / "logs" / "metrics.csv"
-    if csv.exists():
-        with atomic_path(out / "metrics.csv") as tmp:
-            shutil.copyfile(csv, tmp)
+    if _merge_metrics(out):
         save_figure(curves_figure(out / "metrics.csv"), out / "figures" / "curves.png")
+
+
+def _merge_metrics(out: Path) -> bool:
+    """One metrics.csv from the logs of the first run and every resumed run; later runs win per epoch."""
+    parts = sorted(out.glob("logs*/metrics.csv"), key=lambda p: (p.parent.name != "logs", p.parent.name))
+    if not parts:
+        return False
+    rows_by_part = []
+    columns: list[str] = []
+    for part in parts:
+        with open(part, newline="") as f:
+            reader = csv.DictReader(f)
+            columns += [c for c in reader.fieldnames or [] if c not in columns]
+            rows_by_part.append(list(reader))
+    merged: list[dict[str, str]] = []
+    for i, rows in enumerate(rows_by_part):
+        later = {r.get("epoch") for later_rows in rows_by_part[i + 1 :] for r in later_rows}
+        merged += [r for r in rows if r.get("epoch") not in later]
+    with atomic_path(out / "metrics.csv") as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(merged)
+    return True
 
 
 def _plain_attrs(attrs: dict[str, Any]) -> dict[str, Any]:

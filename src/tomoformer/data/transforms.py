@@ -1,0 +1,172 @@
+"""Augmentations of a sample or a batch: square symmetries, frame subsets, measurement sparsity.
+
+All functions are pure (they return new tensors), draw randomness only from the ``torch.Generator``
+they are given, and keep the device of their inputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import Tensor
+
+N_D4 = 8
+
+
+def _device(generator: torch.Generator | None) -> torch.device:
+    # Random numbers are drawn where the generator lives, so a seed gives the same draws on any input device.
+    return generator.device if generator is not None else torch.device("cpu")
+
+
+def _rot90_cells(tx: Tensor, k: int, H: int, W: int) -> Tensor:
+    """Map (row, col) of ``tx [..., 3]`` through ``torch.rot90(grid [H, W], k, dims=(-2, -1))``.
+
+    One counter-clockwise quarter turn sends cell (r, c) to (W - 1 - c, r) and the grid to [W, H]; the map
+    is affine, so it holds for positions between or outside cells too (and NaN stays NaN).
+    """
+    out = tx.clone()
+    for _ in range(k % 4):
+        row, col = out[..., 0].clone(), out[..., 1].clone()
+        out[..., 0] = (W - 1) - col
+        out[..., 1] = row
+        H, W = W, H
+    return out
+
+
+def apply_d4(
+    signals: Tensor, buildings: Tensor | None = None, tx_pos: Tensor | None = None, k: int = 0
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """Apply element ``k`` (0..7) of the symmetry group of the square to a sample or batch, consistently.
+
+    ``k`` in 0..3 rotates counter-clockwise by ``k`` quarter turns (``torch.rot90(x, k, dims=(-2, -1))``);
+    ``k`` in 4..7 first mirrors left-right (columns reversed), then rotates by ``k - 4``. Rotations by an
+    odd ``k`` swap H and W.
+
+    Args:
+        signals: ``[..., T, H, W]``; buildings: ``[..., H, W]`` or None;
+        tx_pos: ``[..., T, 3]`` row, col in cells (cell centres at integer indices) and height, or None.
+
+    Returns:
+        ``(signals, buildings, tx_pos)`` transformed; the height entry of ``tx_pos`` is unchanged.
+    """
+    if not 0 <= int(k) < N_D4:
+        raise ValueError(f"D4 element k must be in 0..7, got {k}")
+    k = int(k)
+    H, W = signals.shape[-2:]
+    if buildings is not None and tuple(buildings.shape[-2:]) != (H, W):
+        raise ValueError(f"buildings map {tuple(buildings.shape[-2:])} does not match signals {(H, W)}")
+    if tx_pos is not None and tx_pos.shape[-1] != 3:
+        raise ValueError(f"tx_pos must end with (row, col, height), got shape {tuple(tx_pos.shape)}")
+    flip, turns = k >= 4, k % 4
+
+    def grid(x: Tensor) -> Tensor:
+        if flip:
+            x = torch.flip(x, dims=(-1,))
+        return torch.rot90(x, turns, dims=(-2, -1)).contiguous() if turns else x.contiguous()
+
+    new_tx = None
+    if tx_pos is not None:
+        new_tx = tx_pos.clone()
+        if flip:
+            new_tx[..., 1] = (W - 1) - new_tx[..., 1]
+        new_tx = _rot90_cells(new_tx, turns, H, W)
+    return grid(signals), grid(buildings) if buildings is not None else None, new_tx
+
+
+def random_frame_subset(
+    signals: Tensor, tx_pos: Tensor | None, n_frames: int, generator: torch.Generator | None = None
+) -> tuple[Tensor, Tensor | None]:
+    """Keep ``n_frames`` of the T frames, drawn without replacement, in their original order.
+
+    signals: ``[..., T, H, W]``; tx_pos: ``[..., T, 3]`` or None. A batch shares one draw. When
+    ``T <= n_frames`` the inputs are returned unchanged.
+    """
+    if n_frames < 1:
+        raise ValueError(f"n_frames must be >= 1, got {n_frames}")
+    T = signals.shape[-3]
+    if tx_pos is not None and tx_pos.shape[-2] != T:
+        raise ValueError(f"tx_pos has {tx_pos.shape[-2]} frames, signals {T}")
+    if n_frames >= T:
+        return signals, tx_pos
+    keep = torch.randperm(T, generator=generator, device=_device(generator))[:n_frames].sort().values
+    out = signals.index_select(-3, keep.to(signals.device))
+    return out, tx_pos.index_select(-2, keep.to(tx_pos.device)) if tx_pos is not None else None
+
+
+def random_sparsity(
+    signals: Tensor, keep_fraction: float, generator: torch.Generator | None = None
+) -> Tensor:
+    """Set a random ``1 - keep_fraction`` of the cells of every frame to NaN (exactly that many per frame,
+    rounded), as if only part of the area had been measured. signals: ``[..., T, H, W]`` float."""
+    if not 0.0 <= keep_fraction <= 1.0:
+        raise ValueError(f"keep_fraction must be in [0, 1], got {keep_fraction}")
+    if not signals.is_floating_point():
+        raise TypeError("random_sparsity needs floating-point signals (NaN marks missing cells)")
+    H, W = signals.shape[-2:]
+    n_drop = round((1.0 - keep_fraction) * H * W)
+    if n_drop == 0:
+        return signals
+    flat = signals.reshape(*signals.shape[:-2], H * W)
+    scores = torch.rand(flat.shape, generator=generator, device=_device(generator)).to(signals.device)
+    drop = scores.argsort(dim=-1)[..., :n_drop]
+    mask = torch.zeros_like(flat, dtype=torch.bool).scatter_(-1, drop, True)
+    return flat.masked_fill(mask, float("nan")).reshape(signals.shape)
+
+
+class Augment:
+    """Random augmentation of a sample dict ``{"signals", "buildings"?, "tx_pos"?, ...}``.
+
+    In order: a random frame subset (T drawn uniformly in ``frames = (min, max)``), a random D4 symmetry,
+    then random sparsity (keep fraction drawn uniformly in ``keep_fraction = (lo, hi)``). Other keys pass
+    through unchanged. Works on one sample (``signals [T, H, W]``) or a batch (one draw for the batch).
+
+    Deterministic given the generator: the same seed gives the same sequence of augmented samples. In a
+    multi-worker DataLoader every worker holds a copy of the generator, so pass a per-sample generator to
+    ``__call__`` (e.g. seeded from epoch and index) when streams must differ across workers.
+    """
+
+    def __init__(
+        self,
+        d4: bool = True,
+        frames: tuple[int, int] | None = None,
+        keep_fraction: tuple[float, float] | None = None,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        if frames is not None and not 1 <= frames[0] <= frames[1]:
+            raise ValueError(f"frames must be (min, max) with 1 <= min <= max, got {frames}")
+        if keep_fraction is not None and not 0.0 <= keep_fraction[0] <= keep_fraction[1] <= 1.0:
+            raise ValueError(f"keep_fraction must be (lo, hi) with 0 <= lo <= hi <= 1, got {keep_fraction}")
+        self.d4 = d4
+        self.frames = tuple(frames) if frames is not None else None
+        self.keep_fraction = tuple(keep_fraction) if keep_fraction is not None else None
+        if generator is None:
+            generator = torch.Generator()
+            generator.manual_seed(0)
+        self.generator = generator
+
+    def __call__(self, sample: Mapping[str, Any], generator: torch.Generator | None = None) -> dict[str, Any]:
+        g = generator if generator is not None else self.generator
+        out = dict(sample)
+        signals, buildings, tx_pos = out["signals"], out.get("buildings"), out.get("tx_pos")
+        if self.frames is not None:
+            lo, hi = self.frames
+            n = int(torch.randint(lo, hi + 1, (1,), generator=g, device=_device(g)))
+            signals, tx_pos = random_frame_subset(signals, tx_pos, n, g)
+        if self.d4:
+            k = int(torch.randint(0, N_D4, (1,), generator=g, device=_device(g)))
+            signals, buildings, tx_pos = apply_d4(signals, buildings, tx_pos, k)
+        if self.keep_fraction is not None:
+            lo, hi = self.keep_fraction
+            keep = lo + (hi - lo) * float(torch.rand((), generator=g, device=_device(g)))
+            signals = random_sparsity(signals, keep, g)
+        out["signals"] = signals
+        if "buildings" in out:
+            out["buildings"] = buildings
+        if "tx_pos" in out:
+            out["tx_pos"] = tx_pos
+        return out
+
+    def __repr__(self) -> str:
+        return f"Augment(d4={self.d4}, frames={self.frames}, keep_fraction={self.keep_fraction})"

@@ -1,0 +1,157 @@
+"""Per-frame input features and per-pixel statistics over frames, shared by every learned model.
+
+Every model sees signals in dB with NaN for missing cells and an unknown absolute offset (dBm or path gain,
+unknown transmit power). The features below remove that offset per frame and never contain NaN:
+
+* ``norm_db``: (s - centre) / 20 dB, where centre is the per-frame median of the valid cells; 0 where missing.
+* ``valid``: 1 where the cell was measured.
+* ``log_dist``: log10 of the 3D transmitter distance in cells (minus 1, so typical values are near 0).
+* ``excess``: excess loss over free space, s + 20 log10(d), centred per frame like ``norm_db``; free-space
+  spreading is removed, so what is left is what the buildings (and shadowing) caused.
+* ``tx_unknown``: 1 where the frame's transmitter position is unknown (then ``log_dist`` = ``excess`` = 0).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+DB_SCALE = 20.0
+FRAME_FEATURES = ("norm_db", "valid", "log_dist", "excess", "tx_unknown")
+NUM_FRAME_FEATURES = len(FRAME_FEATURES)
+PIXEL_STATISTICS = (
+    "db_mean",
+    "db_max",
+    "db_min",
+    "db_std",
+    "valid_frac",
+    "ex_mean",
+    "ex_max",
+    "ex_min",
+    "ex_std",
+    "ex_frac",
+)
+NUM_PIXEL_STATISTICS = len(PIXEL_STATISTICS)
+
+
+def _frame_centre(values: Tensor, valid: Tensor) -> Tensor:
+    """Per-frame median of the valid cells: values, valid [B, T, H, W] -> [B, T, 1, 1] (0 for empty frames)."""
+    flat = values.flatten(2).masked_fill(~valid.flatten(2), float("nan"))
+    centre = torch.nanmedian(flat, dim=-1).values
+    return torch.nan_to_num(centre, nan=0.0)[..., None, None]
+
+
+def frame_features(signals: Tensor, tx_pos: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Features of every frame.
+
+    Args:
+        signals: [B, T, H, W] dB, NaN = missing.
+        tx_pos: [B, T, 3] (row, col, height above receiver), cells; NaN rows or None = unknown.
+
+    Returns:
+        features [B, T, 5, H, W] float32 (see ``FRAME_FEATURES``), frame_present [B, T] bool
+        (False for frames without any valid cell).
+    """
+    signals = signals.float()
+    B, T, H, W = signals.shape
+    valid = torch.isfinite(signals)
+    sig = torch.where(valid, signals, torch.zeros((), device=signals.device))
+    norm_db = torch.where(valid, (sig - _frame_centre(sig, valid)) / DB_SCALE, 0.0)
+    zeros = torch.zeros_like(sig)
+    if tx_pos is None:
+        log_dist, excess, tx_unknown = zeros, zeros, torch.ones_like(sig)
+    else:
+        tx_pos = tx_pos.float()
+        known = torch.isfinite(tx_pos).all(dim=-1)  # [B, T]
+        tx = torch.nan_to_num(tx_pos, nan=0.0, posinf=0.0, neginf=0.0)
+        rows = torch.arange(H, device=signals.device, dtype=torch.float32)
+        cols = torch.arange(W, device=signals.device, dtype=torch.float32)
+        d2 = (
+            (rows.view(1, 1, H, 1) - tx[..., 0, None, None]) ** 2
+            + (cols.view(1, 1, 1, W) - tx[..., 1, None, None]) ** 2
+            + tx[..., 2, None, None] ** 2
+        )
+        # Clamp at one cell: the transmitter cell itself has no meaningful far-field loss.
+        log_d = 0.5 * torch.log10(d2.clamp_min(1.0))
+        known_map = known[..., None, None].expand(B, T, H, W)
+        log_dist = torch.where(known_map, log_d - 1.0, 0.0)
+        ex_valid = valid & known_map
+        ex_raw = torch.where(ex_valid, sig + 20.0 * log_d, 0.0)
+        excess = torch.where(ex_valid, (ex_raw - _frame_centre(ex_raw, ex_valid)) / DB_SCALE, 0.0)
+        tx_unknown = (~known_map).float()
+    features = torch.stack([norm_db, valid.float(), log_dist, excess, tx_unknown], dim=2)
+    return features, valid.flatten(2).any(dim=-1)
+
+
+def pixel_statistics(signals: Tensor, tx_pos: Tensor | None = None, chunk: int = 64) -> Tensor:
+    """Per-pixel statistics over the T frames (see ``PIXEL_STATISTICS``), never NaN.
+
+    Works in chunks of ``chunk`` frames so that T=1000 needs memory for ``chunk`` frames only. ``valid_frac``
+    is the fraction of present frames (frames with any valid cell) in which the pixel was measured, so padding
+    with missing frames changes nothing; 0 means "never received".
+
+    Args:
+        signals: [B, T, H, W] dB, NaN = missing.
+        tx_pos: [B, T, 3] cells or None.
+        chunk: frames processed at once.
+
+    Returns:
+        [B, 10, H, W] float32.
+    """
+    B, T, H, W = signals.shape
+    dev = signals.device
+    acc = {
+        key: torch.zeros(B, H, W, device=dev) for key in ("n", "s", "ss", "en", "es", "ess", "frames")
+    }
+    big = torch.tensor(torch.finfo(torch.float32).max, device=dev)
+    db_max, db_min = torch.full((B, H, W), -big, device=dev), torch.full((B, H, W), big, device=dev)
+    ex_max, ex_min = db_max.clone(), db_min.clone()
+    for start in range(0, T, chunk):
+        tx = None if tx_pos is None else tx_pos[:, start : start + chunk]
+        feats, present = frame_features(signals[:, start : start + chunk], tx)
+        db, valid, ex = feats[:, :, 0], feats[:, :, 1] > 0, feats[:, :, 3]
+        ex_valid = valid & (feats[:, :, 4] == 0)
+        acc["frames"] += present.float().sum(1)[:, None, None]
+        acc["n"] += valid.float().sum(1)
+        acc["s"] += db.sum(1)
+        acc["ss"] += (db * db).sum(1)
+        acc["en"] += ex_valid.float().sum(1)
+        acc["es"] += ex.sum(1)
+        acc["ess"] += (ex * ex).sum(1)
+        db_max = torch.maximum(db_max, torch.where(valid, db, -big).amax(1))
+        db_min = torch.minimum(db_min, torch.where(valid, db, big).amin(1))
+        ex_max = torch.maximum(ex_max, torch.where(ex_valid, ex, -big).amax(1))
+        ex_min = torch.minimum(ex_min, torch.where(ex_valid, ex, big).amin(1))
+
+    def moments(n: Tensor, s: Tensor, ss: Tensor) -> tuple[Tensor, Tensor]:
+        mean = s / n.clamp_min(1.0)
+        std = (ss / n.clamp_min(1.0) - mean * mean).clamp_min(0.0).sqrt()
+        return mean, std
+
+    db_mean, db_std = moments(acc["n"], acc["s"], acc["ss"])
+    ex_mean, ex_std = moments(acc["en"], acc["es"], acc["ess"])
+    seen, ex_seen = acc["n"] > 0, acc["en"] > 0
+    frames = acc["frames"].clamp_min(1.0)
+    stats = [
+        db_mean,
+        torch.where(seen, db_max, 0.0),
+        torch.where(seen, db_min, 0.0),
+        db_std,
+        acc["n"] / frames,
+        ex_mean,
+        torch.where(ex_seen, ex_max, 0.0),
+        torch.where(ex_seen, ex_min, 0.0),
+        ex_std,
+        acc["en"] / frames,
+    ]
+    return torch.stack(stats, dim=1)
+
+
+def pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
+    """Zero-pad the last two dims (bottom, right) up to a multiple of ``multiple``."""
+    H, W = x.shape[-2:]
+    pad_h, pad_w = (-H) % multiple, (-W) % multiple
+    if pad_h == 0 and pad_w == 0:
+        return x
+    return F.pad(x, (0, pad_w, 0, pad_h))

@@ -1,0 +1,373 @@
+"""TomoFormer: a Vision Transformer that maps T radio maps of an area to its building map.
+
+Layout (like timm's ``vision_transformer.py``):
+
+1. per-frame features (``features.frame_features``) -> patch embedding shared by all frames + token MLP;
+2. frame aggregation: per patch, a few learned queries cross-attend over the T frame tokens (Perceiver-style,
+   masked for missing frames), so the cost is linear in T and any T works at inference;
+3. spatial encoder: timm ``Block``s over the patch tokens with a 2D position embedding resampled to the grid;
+4. decoder: ``"conv"`` (pixel-shuffle upsampling) or ``"transformer"`` (one learned query per output patch
+   cross-attending to the encoder tokens), both refined at full resolution with the per-pixel statistics over T
+   so that building edges are sharp.
+
+Output: logits [B, H, W] for "building".
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from timm.layers import DropPath, LayerScale, Mlp, resample_abs_pos_embed, trunc_normal_
+from timm.models.vision_transformer import Attention, Block
+from torch import Tensor, nn
+
+from tomoformer.errors import ConfigError
+from tomoformer.models.features import (
+    NUM_FRAME_FEATURES,
+    NUM_PIXEL_STATISTICS,
+    frame_features,
+    pad_to_multiple,
+    pixel_statistics,
+)
+from tomoformer.models.registry import register_model
+
+__all__ = ["TomoFormer", "TomoFormerConfig", "tomoformer_base", "tomoformer_small", "tomoformer_tiny"]
+
+
+@dataclass
+class TomoFormerConfig:
+    """Hyper-parameters of a TomoFormer; presets override a few of them."""
+
+    img_size: int = 100  # grid the position embedding is stored for; other sizes are resampled
+    patch_size: int = 5
+    embed_dim: int = 96
+    depth: int = 4
+    num_heads: int = 3
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = True
+    num_queries: int = 2  # learned queries that pool the T frames of each patch
+    time_embed: bool = False  # sinusoidal frame-index embedding, for ordered sequences
+    decoder: str = "conv"  # "conv" | "transformer"
+    decoder_dim: int = 32  # channels per pixel after upsampling
+    decoder_embed_dim: int = 96  # transformer decoder width
+    decoder_depth: int = 2
+    decoder_heads: int = 3
+    skip_dim: int = 16  # channels of the full-resolution per-pixel-statistics skip
+    drop_rate: float = 0.0
+    attn_drop_rate: float = 0.0
+    drop_path_rate: float = 0.0
+    num_classes: int = 1
+
+    def __post_init__(self) -> None:
+        if self.decoder not in ("conv", "transformer"):
+            raise ConfigError(f"decoder must be 'conv' or 'transformer', got {self.decoder!r}")
+        if not 1 <= self.patch_size <= 32:
+            raise ConfigError(f"patch_size must be in 1..32, got {self.patch_size}")
+        for dim, heads in ((self.embed_dim, self.num_heads), (self.decoder_embed_dim, self.decoder_heads)):
+            if dim % heads:
+                raise ConfigError(f"width {dim} is not divisible by {heads} heads")
+
+
+def sinusoidal_embedding(positions: Tensor, dim: int) -> Tensor:
+    """positions [T] -> [T, dim] sin/cos features (no length limit, unlike a learned table)."""
+    half = dim // 2
+    freq = torch.exp(-math.log(10000.0) * torch.arange(half, device=positions.device) / max(half, 1))
+    angles = positions.float()[:, None] * freq[None]
+    emb = torch.cat([angles.sin(), angles.cos()], dim=-1)
+    return F.pad(emb, (0, dim - emb.shape[-1]))
+
+
+class FramePool(nn.Module):
+    """Attention pooling over frames: [M, T, D] tokens + [M, T] mask -> [M, D] with ``num_queries`` queries."""
+
+    def __init__(self, dim: int, num_heads: int, num_queries: int, mlp_ratio: float = 4.0) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.query = nn.Parameter(torch.zeros(1, num_queries, dim))
+        self.norm_kv = nn.LayerNorm(dim)
+        self.q = nn.Linear(dim, dim)
+        self.kv = nn.Linear(dim, 2 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.norm_mlp = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.merge = nn.Linear(num_queries * dim, dim)
+        trunc_normal_(self.query, std=0.02)
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        M, T, D = x.shape
+        h = self.num_heads
+        q = self.q(self.query).reshape(1, -1, h, D // h).transpose(1, 2).expand(M, -1, -1, -1)
+        k, v = self.kv(self.norm_kv(x)).reshape(M, T, 2, h, D // h).permute(2, 0, 3, 1, 4)
+        # The caller guarantees each row has at least one True entry, so softmax never sees only -inf.
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :])
+        out = self.query + self.proj(out.transpose(1, 2).reshape(M, -1, D))
+        out = out + self.mlp(self.norm_mlp(out))
+        return self.merge(out.flatten(1))
+
+
+class CrossBlock(nn.Module):
+    """Transformer decoder block: self-attention, cross-attention to ``memory``, MLP (pre-norm, timm style)."""
+
+    def __init__(
+        self, dim: int, num_heads: int, mlp_ratio: float = 4.0, drop_path: float = 0.0, init_values=None
+    ) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = Attention(dim, num_heads, qkv_bias=True)
+        self.ls1 = LayerScale(dim, init_values) if init_values else nn.Identity()
+        self.norm2 = nn.LayerNorm(dim)
+        self.norm_mem = nn.LayerNorm(dim)
+        self.q = nn.Linear(dim, dim)
+        self.kv = nn.Linear(dim, 2 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.ls2 = LayerScale(dim, init_values) if init_values else nn.Identity()
+        self.norm3 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.ls3 = LayerScale(dim, init_values) if init_values else nn.Identity()
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def cross_attn(self, x: Tensor, memory: Tensor) -> Tensor:
+        B, N, D = x.shape
+        h = self.num_heads
+        q = self.q(x).reshape(B, N, h, D // h).transpose(1, 2)
+        k, v = self.kv(self.norm_mem(memory)).reshape(B, -1, 2, h, D // h).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(q, k, v)
+        return self.proj(out.transpose(1, 2).reshape(B, N, D))
+
+    def forward(self, x: Tensor, memory: Tensor) -> Tensor:
+        x = x + self.drop_path(self.ls1(self.attn(self.norm1(x))))
+        x = x + self.drop_path(self.ls2(self.cross_attn(self.norm2(x), memory)))
+        return x + self.drop_path(self.ls3(self.mlp(self.norm3(x))))
+
+
+class ConvDecoder(nn.Module):
+    """Encoder tokens [B, N, D] on a (gh, gw) grid -> features [B, C, gh*p, gw*p] by conv + pixel shuffle."""
+
+    def __init__(self, embed_dim: int, out_dim: int, patch_size: int) -> None:
+        super().__init__()
+        self.neck = nn.Sequential(nn.Conv2d(embed_dim, embed_dim, 3, padding=1), nn.GELU())
+        self.expand = nn.Conv2d(embed_dim, out_dim * patch_size**2, 1)
+        self.shuffle = nn.PixelShuffle(patch_size)
+
+    def forward(self, tokens: Tensor, grid: tuple[int, int]) -> Tensor:
+        x = tokens.transpose(1, 2).reshape(tokens.shape[0], -1, *grid)
+        return self.shuffle(self.expand(self.neck(x)))
+
+
+class TransformerDecoder(nn.Module):
+    """One learned query per output patch cross-attends to the encoder tokens; a per-patch linear makes pixels."""
+
+    def __init__(self, cfg: TomoFormerConfig, base_grid: int) -> None:
+        super().__init__()
+        dim = cfg.decoder_embed_dim
+        self.base_grid = base_grid
+        self.query_embed = nn.Parameter(torch.zeros(1, base_grid * base_grid, dim))
+        self.memory_proj = nn.Linear(cfg.embed_dim, dim)
+        self.blocks = nn.ModuleList(
+            CrossBlock(dim, cfg.decoder_heads, cfg.mlp_ratio) for _ in range(cfg.decoder_depth)
+        )
+        self.norm = nn.LayerNorm(dim)
+        self.pixels = nn.Linear(dim, cfg.decoder_dim * cfg.patch_size**2)
+        self.shuffle = nn.PixelShuffle(cfg.patch_size)
+        trunc_normal_(self.query_embed, std=0.02)
+
+    def forward(self, tokens: Tensor, grid: tuple[int, int]) -> Tensor:
+        B = tokens.shape[0]
+        queries = resample_abs_pos_embed(
+            self.query_embed, list(grid), [self.base_grid] * 2, num_prefix_tokens=0
+        ).expand(B, -1, -1)
+        memory = self.memory_proj(tokens)
+        x = queries
+        for block in self.blocks:
+            x = block(x, memory)
+        x = self.pixels(self.norm(x)).transpose(1, 2).reshape(B, -1, *grid)
+        return self.shuffle(x)
+
+
+class TomoFormer(nn.Module):
+    """Signals [B, T, H, W] dB (+ optional tx_pos [B, T, 3] cells) -> building logits [B, H, W]."""
+
+    requires_fit = False
+
+    def __init__(self, cfg: TomoFormerConfig | None = None, **kwargs: Any) -> None:
+        super().__init__()
+        cfg = cfg or TomoFormerConfig(**kwargs)
+        self.cfg = cfg
+        p, D = cfg.patch_size, cfg.embed_dim
+        self.patch_size = p
+        self.embed_dim = self.num_features = D
+        self.grid = math.ceil(cfg.img_size / p)
+
+        # Frame encoder, shared by every frame.
+        self.patch_embed = nn.Conv2d(NUM_FRAME_FEATURES, D, p, stride=p)
+        self.frame_norm = nn.LayerNorm(D)
+        self.frame_mlp = Mlp(D, int(D * cfg.mlp_ratio))
+        self.time_proj = nn.Linear(D, D) if cfg.time_embed else None
+        self.agg = FramePool(D, cfg.num_heads, cfg.num_queries, cfg.mlp_ratio)
+
+        # Spatial encoder.
+        self.pos_embed = nn.Parameter(torch.zeros(1, self.grid * self.grid, D))
+        self.pos_drop = nn.Dropout(cfg.drop_rate)
+        dpr = torch.linspace(0, cfg.drop_path_rate, cfg.depth).tolist()
+        self.blocks = nn.Sequential(
+            *(
+                Block(
+                    D,
+                    cfg.num_heads,
+                    cfg.mlp_ratio,
+                    qkv_bias=cfg.qkv_bias,
+                    proj_drop=cfg.drop_rate,
+                    attn_drop=cfg.attn_drop_rate,
+                    drop_path=dpr[i],
+                )
+                for i in range(cfg.depth)
+            )
+        )
+        self.norm = nn.LayerNorm(D)
+
+        # Decoder and full-resolution refinement.
+        if cfg.decoder == "conv":
+            self.decoder = ConvDecoder(D, cfg.decoder_dim, p)
+        else:
+            self.decoder = TransformerDecoder(cfg, self.grid)
+        self.skip = nn.Sequential(
+            nn.Conv2d(NUM_PIXEL_STATISTICS, cfg.skip_dim, 3, padding=1),
+            nn.GELU(),
+            nn.Conv2d(cfg.skip_dim, cfg.skip_dim, 3, padding=1),
+            nn.GELU(),
+        )
+        fuse_dim = cfg.decoder_dim + cfg.skip_dim
+        self.refine = nn.Sequential(
+            nn.Conv2d(fuse_dim, cfg.decoder_dim, 3, padding=1),
+            nn.GELU(),
+            nn.Conv2d(cfg.decoder_dim, cfg.decoder_dim, 3, padding=1),
+            nn.GELU(),
+        )
+        self.head = nn.Conv2d(cfg.decoder_dim, cfg.num_classes, 1)
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        trunc_normal_(self.pos_embed, std=0.02)
+        self.apply(_init_linear)
+
+    # ----- timm hooks -------------------------------------------------------------------------------------------
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        names = {"pos_embed", "agg.query"}
+        if isinstance(self.decoder, TransformerDecoder):
+            names.add("decoder.query_embed")
+        return names
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
+        return dict(
+            stem=r"^pos_embed|^patch_embed|^frame_|^time_proj|^agg",
+            blocks=r"^blocks\.(\d+)" if coarse else [(r"^blocks\.(\d+)", None), (r"^norm", (99999,))],
+        )
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def reset_classifier(self, num_classes: int = 1) -> None:
+        """Replace the final 1x1 projection (fresh weights) with ``num_classes`` outputs."""
+        self.cfg.num_classes = num_classes
+        self.head = nn.Conv2d(self.cfg.decoder_dim, num_classes, 1).to(self.head.weight.device)
+
+    # ----- forward ----------------------------------------------------------------------------------------------
+    def _pos_embed(self, x: Tensor, grid: tuple[int, int]) -> Tensor:
+        pos = resample_abs_pos_embed(self.pos_embed, list(grid), [self.grid] * 2, num_prefix_tokens=0)
+        return self.pos_drop(x + pos.to(x.dtype))
+
+    def embed_frames(self, signals: Tensor, tx_pos: Tensor | None) -> tuple[Tensor, Tensor, tuple[int, int]]:
+        """signals [B, T, H, W] -> frame tokens [B, T, N, D], frame mask [B, T] and the token grid."""
+        feats, present = frame_features(signals, tx_pos)
+        B, T = present.shape
+        feats = pad_to_multiple(feats.flatten(0, 1), self.patch_size)
+        x = self.patch_embed(feats.to(self.patch_embed.weight.dtype))
+        grid = (x.shape[-2], x.shape[-1])
+        x = x.flatten(2).transpose(1, 2)  # [B*T, N, D]
+        x = x + self.frame_mlp(self.frame_norm(x))
+        x = x.reshape(B, T, -1, self.embed_dim)
+        if self.time_proj is not None:
+            t_emb = self.time_proj(sinusoidal_embedding(torch.arange(T, device=x.device), self.embed_dim))
+            x = x + t_emb[None, :, None, :].to(x.dtype)
+        # A sample with no measured frame at all still needs one key per query, else softmax gives NaN.
+        present = present | ~present.any(dim=1, keepdim=True)
+        return x, present, grid
+
+    def forward_features(self, signals: Tensor, tx_pos: Tensor | None = None) -> Tensor:
+        """signals [B, T, H, W] dB, tx_pos [B, T, 3] | None -> encoder tokens [B, N, D] (N = padded patch grid)."""
+        x, _ = self._forward_features(signals, tx_pos)
+        return x
+
+    def _forward_features(self, signals: Tensor, tx_pos: Tensor | None) -> tuple[Tensor, tuple[int, int]]:
+        x, present, grid = self.embed_frames(signals, tx_pos)
+        B, T, N, D = x.shape
+        mask = present[:, None, :].expand(B, N, T).reshape(B * N, T)
+        x = self.agg(x.transpose(1, 2).reshape(B * N, T, D), mask).reshape(B, N, D)
+        x = self.blocks(self._pos_embed(x, grid))
+        return self.norm(x), grid
+
+    def forward_head(
+        self, x: Tensor, signals: Tensor, tx_pos: Tensor | None = None, stats: Tensor | None = None
+    ) -> Tensor:
+        """Encoder tokens [B, N, D] -> logits [B, H, W] (H, W from ``signals``; stats recomputed if None)."""
+        H, W = signals.shape[-2:]
+        p = self.patch_size
+        grid = (math.ceil(H / p), math.ceil(W / p))
+        if stats is None:
+            stats = pixel_statistics(signals, tx_pos)
+        skip = self.skip(pad_to_multiple(stats, p).to(self.head.weight.dtype))
+        feats = self.decoder(x, grid)
+        out = self.head(self.refine(torch.cat([feats, skip.to(feats.dtype)], dim=1)))[..., :H, :W]
+        out = out.float()
+        return out[:, 0] if out.shape[1] == 1 else out
+
+    def forward(self, signals: Tensor, tx_pos: Tensor | None = None) -> Tensor:
+        """signals [B, T, H, W] dB (NaN = missing), tx_pos [B, T, 3] cells | None -> logits [B, H, W]."""
+        x, _ = self._forward_features(signals, tx_pos)
+        return self.forward_head(x, signals, tx_pos)
+
+
+def _init_linear(module: nn.Module) -> None:
+    if isinstance(module, nn.Linear):
+        trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+
+def _create(defaults: dict[str, Any], **kwargs: Any) -> TomoFormer:
+    known = {f.name for f in fields(TomoFormerConfig)}
+    unknown = sorted(set(kwargs) - known)
+    if unknown:
+        raise ConfigError(f"unknown TomoFormer option(s): {', '.join(unknown)}")
+    return TomoFormer(TomoFormerConfig(**{**defaults, **kwargs}))
+
+
+@register_model
+def tomoformer_tiny(**kwargs: Any) -> TomoFormer:
+    """~0.5 M parameters: trains on a CPU in minutes (100x100, T=16)."""
+    return _create(dict(embed_dim=96, depth=4, num_heads=3, decoder_embed_dim=96, decoder_heads=3), **kwargs)
+
+
+@register_model
+def tomoformer_small(**kwargs: Any) -> TomoFormer:
+    cfg = dict(embed_dim=384, depth=8, num_heads=6, num_queries=4, decoder_dim=48, skip_dim=24)
+    return _create({**cfg, "decoder_embed_dim": 256, "decoder_heads": 8, "decoder_depth": 2}, **kwargs)
+
+
+@register_model
+def tomoformer_base(**kwargs: Any) -> TomoFormer:
+    cfg = dict(embed_dim=768, depth=12, num_heads=12, num_queries=4, decoder_dim=64, skip_dim=32)
+    return _create({**cfg, "decoder_embed_dim": 512, "decoder_heads": 16, "decoder_depth": 4}, **kwargs)
+
+
+def config_dict(model: TomoFormer) -> dict[str, Any]:
+    """The model's configuration as a plain dict (for checkpoints)."""
+    return asdict(model.cfg)

@@ -1,0 +1,78 @@
+"""A RadioUNet-like baseline: a small U-Net over per-pixel statistics of the T frames.
+
+The T frames are summarised per pixel first (``features.pixel_statistics``: masked mean/max/min/std of the
+normalised dB and of the excess loss over free space, and how often the pixel was measured), so the net is
+independent of T and costs the same for T=4 and T=1000.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from tomoformer.models.features import NUM_PIXEL_STATISTICS, pad_to_multiple, pixel_statistics
+from tomoformer.models.registry import register_model
+
+__all__ = ["UNet", "unet"]
+
+
+def _conv_block(in_ch: int, out_ch: int) -> nn.Sequential:
+    # GroupNorm, not BatchNorm: batches are small and statistics must not depend on batch composition.
+    return nn.Sequential(
+        nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=False),
+        nn.GroupNorm(min(8, out_ch), out_ch),
+        nn.GELU(),
+        nn.Conv2d(out_ch, out_ch, 3, padding=1, bias=False),
+        nn.GroupNorm(min(8, out_ch), out_ch),
+        nn.GELU(),
+    )
+
+
+class UNet(nn.Module):
+    """Signals [B, T, H, W] dB (+ tx_pos [B, T, 3] | None) -> building logits [B, H, W].
+
+    Args:
+        base_channels: channels of the first level; level i has base_channels * 2**i.
+        depth: number of 2x downsamplings (H, W are padded to a multiple of 2**depth and cropped back).
+    """
+
+    requires_fit = False
+
+    def __init__(self, base_channels: int = 24, depth: int = 3) -> None:
+        super().__init__()
+        self.depth = depth
+        chans = [base_channels * 2**i for i in range(depth + 1)]
+        self.stem = _conv_block(NUM_PIXEL_STATISTICS, chans[0])
+        self.down = nn.ModuleList(
+            nn.Sequential(nn.MaxPool2d(2), _conv_block(chans[i], chans[i + 1])) for i in range(depth)
+        )
+        self.up = nn.ModuleList(
+            nn.ConvTranspose2d(chans[i + 1], chans[i], 2, stride=2) for i in reversed(range(depth))
+        )
+        self.dec = nn.ModuleList(_conv_block(2 * chans[i], chans[i]) for i in reversed(range(depth)))
+        self.head = nn.Conv2d(chans[0], 1, 1)
+
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def forward(self, signals: Tensor, tx_pos: Tensor | None = None) -> Tensor:
+        """signals [B, T, H, W] dB (NaN = missing), tx_pos [B, T, 3] cells | None -> logits [B, H, W]."""
+        H, W = signals.shape[-2:]
+        x = pad_to_multiple(pixel_statistics(signals, tx_pos), 2**self.depth)
+        x = self.stem(x.to(self.head.weight.dtype))
+        skips = [x]
+        for down in self.down:
+            x = down(x)
+            skips.append(x)
+        skips.pop()
+        for up, dec in zip(self.up, self.dec, strict=True):
+            x = dec(torch.cat([up(x), skips.pop()], dim=1))
+        return self.head(x)[:, 0, :H, :W].float()
+
+
+@register_model
+def unet(**kwargs: Any) -> UNet:
+    """U-Net over per-pixel statistics; defaults give ~1.1 M parameters."""
+    return UNet(**kwargs)

@@ -1,0 +1,163 @@
+"""Configuration of the fast simulator: one flat dataclass with units in the field names."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from dataclasses import dataclass, fields
+from typing import Any
+
+import yaml
+
+from tomoformer.errors import ConfigError
+
+STYLES: tuple[str, ...] = ("dense", "suburban", "industrial", "oldtown", "open")
+TX_MODES = ("random", "path")
+SPARSITY_MODES = ("random", "path")
+
+
+@dataclass
+class SimConfig:
+    """Everything that defines a simulated dataset; defaults are a 200 m x 200 m tile at 3.5 GHz.
+
+    Positions are in cells (``cell_size_m`` metres each), heights in metres, losses in dB.
+    ``measured_fraction`` is the fraction of cells KEPT per frame (1.0 = every cell measured);
+    ``sparsity_mode="path"`` keeps instead the cells visited by a random drive along the streets.
+    """
+
+    size: int = 100
+    cell_size_m: float = 2.0
+    frames: int = 64
+    frequency_hz: float = 3.5e9
+    rx_height_m: float = 1.5
+    tx_height_min_m: float = 1.5
+    tx_height_max_m: float = 30.0
+    # "random": independent outdoor position and height per frame; "path": one transmitter driving
+    # through the streets at a fixed height, frame t is its position after t * tx_path_step_cells steps.
+    tx_mode: str = "random"
+    tx_path_step_cells: int = 2
+    # Fraction of random-mode transmitters placed outside the grid, at most tx_outside_max_cells away.
+    tx_outside_fraction: float = 0.0
+    tx_outside_max_cells: float = 25.0
+    style: str = "mixed"
+    wall_loss_db: float = 12.0
+    indoor_loss_db_per_m: float = 0.6
+    shadowing_std_db: float = 4.0
+    shadowing_decorrelation_m: float = 20.0
+    noise_std_db: float = 1.0
+    floor_db: float | None = None
+    measured_fraction: float = 1.0
+    sparsity_mode: str = "random"
+    # Polar resampling used by the propagation model (accuracy/speed trade-off).
+    n_angles: int = 360
+    radial_step_cells: float = 1.0
+    # FSPL is evaluated at no less than this distance so that the transmitter cell stays finite.
+    min_distance_m: float = 1.0
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ConfigError (one line) on the first invalid value."""
+
+        def need(ok: bool, msg: str) -> None:
+            if not ok:
+                raise ConfigError(f"invalid sim config: {msg}")
+
+        need(self.size >= 4, f"size must be >= 4, got {self.size}")
+        need(self.frames >= 1, f"frames must be >= 1, got {self.frames}")
+        for name in ("cell_size_m", "frequency_hz", "radial_step_cells", "min_distance_m"):
+            value = getattr(self, name)
+            need(math.isfinite(value) and value > 0, f"{name} must be > 0, got {value}")
+        need(self.rx_height_m >= 0, f"rx_height_m must be >= 0, got {self.rx_height_m}")
+        need(
+            0 <= self.tx_height_min_m <= self.tx_height_max_m,
+            f"0 <= tx_height_min_m <= tx_height_max_m, got {self.tx_height_min_m}, {self.tx_height_max_m}",
+        )
+        need(self.tx_mode in TX_MODES, f"tx_mode must be one of {TX_MODES}, got {self.tx_mode!r}")
+        need(self.tx_path_step_cells >= 1, f"tx_path_step_cells must be >= 1, got {self.tx_path_step_cells}")
+        need(0 <= self.tx_outside_fraction <= 1, "tx_outside_fraction must be in [0, 1]")
+        need(self.tx_outside_max_cells > 0, "tx_outside_max_cells must be > 0")
+        need(
+            self.style == "mixed" or self.style in STYLES,
+            f"style must be 'mixed' or one of {STYLES}, got {self.style!r}",
+        )
+        for name in ("wall_loss_db", "indoor_loss_db_per_m", "shadowing_std_db", "noise_std_db"):
+            value = getattr(self, name)
+            need(math.isfinite(value) and value >= 0, f"{name} must be >= 0, got {value}")
+        need(self.shadowing_decorrelation_m > 0, "shadowing_decorrelation_m must be > 0")
+        need(self.floor_db is None or math.isfinite(self.floor_db), "floor_db must be a number or null")
+        need(
+            0 < self.measured_fraction <= 1,
+            f"measured_fraction must be in (0, 1], got {self.measured_fraction}",
+        )
+        need(
+            self.sparsity_mode in SPARSITY_MODES,
+            f"sparsity_mode must be one of {SPARSITY_MODES}, got {self.sparsity_mode!r}",
+        )
+        need(self.n_angles >= 8, f"n_angles must be >= 8, got {self.n_angles}")
+
+    @property
+    def styles(self) -> tuple[str, ...]:
+        """The styles a sample may be drawn from."""
+        return STYLES if self.style == "mixed" else (self.style,)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SimConfig:
+        """Build from a plain mapping (e.g. parsed YAML); unknown keys or bad values raise ConfigError."""
+        if not isinstance(d, dict):
+            raise ConfigError(f"sim config must be a mapping, got {type(d).__name__}")
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(d) - set(known))
+        if unknown:
+            raise ConfigError(
+                f"unknown sim config key(s): {', '.join(map(str, unknown))} (valid: {', '.join(known)})"
+            )
+        defaults = cls()
+        kwargs = {}
+        for key, value in d.items():
+            kwargs[key] = _coerce(key, value, getattr(defaults, key))
+        return cls(**kwargs)
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike[str]) -> SimConfig:
+        """Read a YAML mapping of SimConfig fields."""
+        try:
+            with open(path, encoding="utf-8") as fh:
+                data = yaml.safe_load(fh)
+        except OSError as exc:
+            raise ConfigError(f"cannot read sim config {path}: {exc.strerror}") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"sim config {path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
+        return cls.from_dict(data or {})
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict of all fields (YAML/JSON friendly); round-trips through from_dict."""
+        return dataclasses.asdict(self)
+
+
+def _coerce(key: str, value: Any, default: Any) -> Any:
+    """Convert YAML scalars to the type of the default, with a one-line error on failure."""
+    if key == "floor_db":
+        if value is None:
+            return None
+        default = 0.0
+    try:
+        if isinstance(default, bool) or isinstance(value, bool):
+            raise TypeError
+        if isinstance(default, int):
+            if isinstance(value, float) and not value.is_integer():
+                raise TypeError
+            return int(value)
+        if isinstance(default, float):
+            return float(value)
+        if isinstance(default, str):
+            if not isinstance(value, str):
+                raise TypeError
+            return value
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"invalid sim config: {key} must be {type(default).__name__}, got {value!r}"
+        ) from None
+    return value
