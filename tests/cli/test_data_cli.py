@@ -41,8 +41,11 @@ def test_validate_exit_codes(dataset: Path, tmp_path: Path, capsys: pytest.Captu
 def test_bad_file_is_one_line_exit_2_everywhere(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     broken = tmp_path / "broken.npz"
     broken.write_bytes(b"PK\x03\x04 this is not really a zip file")
-    for argv in (["data", "info", str(broken)], ["data", "show", str(broken), "--out", str(tmp_path / "x.png")],
-                 ["data", "convert", str(broken), str(tmp_path / "x.zarr")]):
+    for argv in (
+        ["data", "info", str(broken)],
+        ["data", "show", str(broken), "--out", str(tmp_path / "x.png")],
+        ["data", "convert", str(broken), str(tmp_path / "x.zarr")],
+    ):
         assert main(argv) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and str(broken) in err[0], err

@@ -121,8 +121,14 @@ BAD_CASES = {
         lambda a: _bad(a, buildings=np.where(a["buildings"] > 0, np.nan, 0.0).astype(np.float32)),
         "not in {0, 1}",
     ),
-    "integer signals": (lambda a: _bad(a, signals=np.nan_to_num(a["signals"]).astype(np.int32)), "dtype int32"),
-    "inf in signals": (lambda a: _bad(a, signals=np.where(np.isnan(a["signals"]), np.inf, a["signals"])), "infinite"),
+    "integer signals": (
+        lambda a: _bad(a, signals=np.nan_to_num(a["signals"]).astype(np.int32)),
+        "dtype int32",
+    ),
+    "inf in signals": (
+        lambda a: _bad(a, signals=np.where(np.isnan(a["signals"]), np.inf, a["signals"])),
+        "infinite",
+    ),
 }
 
 
@@ -145,9 +151,8 @@ def test_truncated_npz_and_h5_are_clear_errors(tmp_path: Path) -> None:
         path = write_dataset(tmp_path / f"d.{fmt}", make_arrays(), {})
         data = path.read_bytes()
         path.write_bytes(data[: len(data) // 2])
-        with pytest.raises(DataError, match=str(path)) as err:
-            with open_dataset(path) as ds:
-                ds.read("signals", slice(None))
+        with pytest.raises(DataError, match=str(path)) as err, open_dataset(path) as ds:
+            ds.read("signals", slice(None))
         assert "\n" not in str(err.value)
         assert validate(path) and str(path) in validate(path)[0]
 

@@ -15,6 +15,7 @@ from tomoformer.cli import main
 from tomoformer.tasks.mapping import MappingTask
 from tomoformer.tasks.train import TrainConfig, run_training
 
+
 def read_csv(path: Path) -> list[dict[str, str]]:
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
@@ -25,11 +26,24 @@ TINY = {"embed_dim": 32, "depth": 1, "num_heads": 2, "patch_size": 4}
 
 def test_train_writes_run_folder_and_loadable_checkpoints(toy_dataset: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    config = TrainConfig(data=str(toy_dataset), out=str(out), model="tomoformer_tiny", model_kwargs=TINY,
-                         max_epochs=2, batch_size=4, progress=False, accelerator="cpu")
+    config = TrainConfig(
+        data=str(toy_dataset),
+        out=str(out),
+        model="tomoformer_tiny",
+        model_kwargs=TINY,
+        max_epochs=2,
+        batch_size=4,
+        progress=False,
+        accelerator="cpu",
+    )
     result = run_training(config)
-    for name in ("config.yaml", "metrics.csv", "checkpoints/best.ckpt", "checkpoints/last.ckpt",
-                 "figures/curves.png"):
+    for name in (
+        "config.yaml",
+        "metrics.csv",
+        "checkpoints/best.ckpt",
+        "checkpoints/last.ckpt",
+        "figures/curves.png",
+    ):
         assert (out / name).is_file(), name
     assert yaml.safe_load((out / "config.yaml").read_text())["model_kwargs"] == TINY
     columns = set(read_csv(out / "metrics.csv")[0])
@@ -41,10 +55,18 @@ def test_train_writes_run_folder_and_loadable_checkpoints(toy_dataset: Path, tmp
     assert logits.shape == (1, 16, 16)
 
 
-def test_resume_continues_from_last_checkpoint(toy_dataset: Path, tmp_path: Path,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    common = dict(data=str(toy_dataset), model="unet", batch_size=4, progress=False, accelerator="cpu",
-                  model_kwargs={"base_channels": 8}, max_epochs=2)
+def test_resume_continues_from_last_checkpoint(
+    toy_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    common = dict(
+        data=str(toy_dataset),
+        model="unet",
+        batch_size=4,
+        progress=False,
+        accelerator="cpu",
+        model_kwargs={"base_channels": 8},
+        max_epochs=2,
+    )
     straight = run_training(TrainConfig(out=str(tmp_path / "a"), **common))
 
     original = MappingTask.on_train_epoch_start
@@ -65,8 +87,16 @@ def test_resume_continues_from_last_checkpoint(toy_dataset: Path, tmp_path: Path
 
 
 def test_same_seed_same_numbers(toy_dataset: Path, tmp_path: Path) -> None:
-    common = dict(data=str(toy_dataset), model="tomoformer_tiny", model_kwargs=TINY, batch_size=4,
-                  max_epochs=1, progress=False, accelerator="cpu", seed=3)
+    common = dict(
+        data=str(toy_dataset),
+        model="tomoformer_tiny",
+        model_kwargs=TINY,
+        batch_size=4,
+        max_epochs=1,
+        progress=False,
+        accelerator="cpu",
+        seed=3,
+    )
     a = run_training(TrainConfig(out=str(tmp_path / "a"), **common))
     b = run_training(TrainConfig(out=str(tmp_path / "b"), **common))
     assert a.metrics == b.metrics
@@ -74,16 +104,62 @@ def test_same_seed_same_numbers(toy_dataset: Path, tmp_path: Path) -> None:
 
 def test_cli_train_evaluate_predict(toy_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = tmp_path / "train.yaml"
-    config.write_text(yaml.safe_dump({"model": "tomoformer_tiny", "model_kwargs": TINY, "batch_size": 4,
-                                      "max_epochs": 5, "augment": {"d4": True}}))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "model": "tomoformer_tiny",
+                "model_kwargs": TINY,
+                "batch_size": 4,
+                "max_epochs": 5,
+                "augment": {"d4": True},
+            }
+        )
+    )
     run = tmp_path / "run"
-    assert main(["train", "--config", str(config), "--data", str(toy_dataset), "--out", str(run), "--max-epochs",
-                 "1", "--frames", "3", "--no-progress", "--accelerator", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                str(config),
+                "--data",
+                str(toy_dataset),
+                "--out",
+                str(run),
+                "--max-epochs",
+                "1",
+                "--frames",
+                "3",
+                "--no-progress",
+                "--accelerator",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     assert yaml.safe_load((run / "config.yaml").read_text())["max_epochs"] == 1
     ckpt = run / "checkpoints" / "best.ckpt"
     report = tmp_path / "eval"
-    assert main(["evaluate", "--checkpoint", str(ckpt), "--model", "threshold", "--fit-data", str(toy_dataset),
-                 "--data", str(toy_dataset), "--out", str(report), "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--checkpoint",
+                str(ckpt),
+                "--model",
+                "threshold",
+                "--fit-data",
+                str(toy_dataset),
+                "--data",
+                str(toy_dataset),
+                "--out",
+                str(report),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     metrics = yaml.safe_load((report / "metrics.json").read_text())
     assert set(metrics) == {"tomoformer_tiny", "threshold"}
     assert {"iou", "f1", "precision", "recall", "accuracy", "per_group"} <= set(metrics["threshold"])
@@ -91,8 +167,24 @@ def test_cli_train_evaluate_predict(toy_dataset: Path, tmp_path: Path, capsys: p
     assert "tomoformer_tiny" in html and "data:image/png;base64" in html
 
     pred = tmp_path / "pred.npz"
-    assert main(["predict", "--checkpoint", str(ckpt), "--data", str(toy_dataset), "--out", str(pred),
-                 "--png", str(tmp_path / "png"), "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--checkpoint",
+                str(ckpt),
+                "--data",
+                str(toy_dataset),
+                "--out",
+                str(pred),
+                "--png",
+                str(tmp_path / "png"),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     with np.load(pred) as f:
         assert f["probabilities"].shape == (16, 16, 16) and f["probabilities"].dtype == np.float32
         assert f["buildings"].dtype == np.uint8
@@ -100,13 +192,20 @@ def test_cli_train_evaluate_predict(toy_dataset: Path, tmp_path: Path, capsys: p
     assert len(list((tmp_path / "png").glob("*.png"))) == 16
 
 
-def test_bad_options_are_one_line_errors(toy_dataset: Path, tmp_path: Path,
-                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_options_are_one_line_errors(toy_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cases = [
         ["train", "--data", str(toy_dataset), "--model", "nope", "--out", str(tmp_path / "x")],
         ["train", "--data", str(tmp_path / "missing.zarr"), "--out", str(tmp_path / "x")],
         ["evaluate", "--checkpoint", str(tmp_path / "none.ckpt"), "--data", str(toy_dataset), "--out", "x"],
-        ["predict", "--checkpoint", str(toy_dataset), "--data", str(toy_dataset), "--out", str(tmp_path / "p.txt")],
+        [
+            "predict",
+            "--checkpoint",
+            str(toy_dataset),
+            "--data",
+            str(toy_dataset),
+            "--out",
+            str(tmp_path / "p.txt"),
+        ],
     ]
     bad_yaml = tmp_path / "bad.yaml"
     bad_yaml.write_text("max_epochs: 1\nwarp_speed: 9\n")

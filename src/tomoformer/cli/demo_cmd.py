@@ -24,8 +24,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--size", type=int, default=48, help="map size in cells (2 m each)")
     p.add_argument("--frames", type=int, default=16)
     p.add_argument("--epochs", type=float, default=1.0, help="scale every model's epoch budget")
-    p.add_argument("--models", default=",".join([*DEMO_MODELS, *DEMO_FITTED]),
-                   help="comma-separated subset of the demo models")
+    p.add_argument(
+        "--models",
+        default=",".join([*DEMO_MODELS, *DEMO_FITTED]),
+        help="comma-separated subset of the demo models",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", dest="progress", action="store_false")
     p.set_defaults(handler=run)
@@ -59,9 +62,15 @@ def run(args: argparse.Namespace) -> int:
         epochs = max(1, round(DEMO_MODELS.get(name, 1) * args.epochs))
         print(f"training {name}" + ("" if name in DEMO_FITTED else f" for {epochs} epochs"))
         train = TrainConfig(
-            data=str(paths["train"]), out=str(out / "runs" / name), model=name, max_epochs=epochs,
-            batch_size=16, lr=2e-3 if name.startswith("tomoformer") else 1e-3, seed=args.seed,
-            accelerator="cpu", progress=args.progress,
+            data=str(paths["train"]),
+            out=str(out / "runs" / name),
+            model=name,
+            max_epochs=epochs,
+            batch_size=16,
+            lr=2e-3 if name.startswith("tomoformer") else 1e-3,
+            seed=args.seed,
+            accelerator="cpu",
+            progress=args.progress,
         )
         result = run_training(train)
         timings[name] = result.seconds
@@ -70,11 +79,20 @@ def run(args: argparse.Namespace) -> int:
         shutil.copyfile(result.best_checkpoint, checkpoint)
         models[name] = load_checkpoint(checkpoint).model
 
-    results = evaluate_models(models, paths["test"], out, batch_size=16, device="cpu",
-                              title="TomoFormer demo: held-out simulated cities",
-                              notes=_notes(args, timings))
+    results = evaluate_models(
+        models,
+        paths["test"],
+        out,
+        batch_size=16,
+        device="cpu",
+        title="TomoFormer demo: held-out simulated cities",
+        notes=_notes(args, timings),
+    )
     summary: dict[str, Any] = {
-        name: {**{k: v for k, v in metrics.items() if k != "per_group"}, "train_seconds": round(timings[name], 1)}
+        name: {
+            **{k: v for k, v in metrics.items() if k != "per_group"},
+            "train_seconds": round(timings[name], 1),
+        }
         for name, metrics in results.items()
     }
     write_text_atomic(out / "summary.json", json.dumps(summary, indent=2, sort_keys=True))

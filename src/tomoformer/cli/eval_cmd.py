@@ -14,8 +14,12 @@ from tomoformer.errors import ConfigError
 def register(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("evaluate", help="metrics.json and report.html of one or more models on labelled data")
     p.add_argument("--checkpoint", action="append", default=[], help="a trained checkpoint (repeatable)")
-    p.add_argument("--model", action="append", default=[],
-                   help="a model that needs no gradient training, e.g. threshold or rti (repeatable)")
+    p.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        help="a model that needs no gradient training, e.g. threshold or rti (repeatable)",
+    )
     p.add_argument("--fit-data", help="labelled data to fit --model models on (else their defaults are used)")
     p.add_argument("--data", required=True, help="labelled test dataset")
     p.add_argument("--out", required=True, help="output folder")
@@ -73,8 +77,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from tomoformer.tasks.evaluate import evaluate_models, print_table
 
     models = load_models(args.checkpoint, args.model, args.fit_data)
-    results = evaluate_models(models, args.data, args.out, batch_size=args.batch_size, device=args.device,
-                              n_figures=args.figures)
+    results = evaluate_models(
+        models, args.data, args.out, batch_size=args.batch_size, device=args.device, n_figures=args.figures
+    )
     print_table(results)
     print(f"wrote {Path(args.out) / 'metrics.json'} and {Path(args.out) / 'report.html'}")
     return 0
@@ -90,10 +95,15 @@ def run_predict(args: argparse.Namespace) -> int:
     loaded = load_checkpoint(args.checkpoint)
     with open_dataset(args.data) as source:
         dataset = SignalMapDataset(source)
-        probabilities = predict_probabilities(loaded.model, dataset, batch_size=args.batch_size,
-                                              device=args.device, progress=True)
-        attrs = {"source": f"tomoformer predict {loaded.name}", "checkpoint": str(args.checkpoint),
-                 "threshold": args.threshold, "input": str(args.data)}
+        probabilities = predict_probabilities(
+            loaded.model, dataset, batch_size=args.batch_size, device=args.device, progress=True
+        )
+        attrs = {
+            "source": f"tomoformer predict {loaded.name}",
+            "checkpoint": str(args.checkpoint),
+            "threshold": args.threshold,
+            "input": str(args.data),
+        }
         buildings = (probabilities > args.threshold).astype(np.uint8)
         write_dataset(args.out, {"probabilities": probabilities, "buildings": buildings}, attrs)
         if args.png:

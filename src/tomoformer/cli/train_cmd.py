@@ -36,16 +36,31 @@ def register(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("train", help="train a model on a dataset")
     for name, kind in _TRAIN_FLAGS.items():
         p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, default=_S)
-    p.add_argument("--model-opt", dest="model_opts", action="append", metavar="KEY=VALUE",
-                   help="model option, e.g. --model-opt decoder=transformer (repeatable)")
+    p.add_argument(
+        "--model-opt",
+        dest="model_opts",
+        action="append",
+        metavar="KEY=VALUE",
+        help="model option, e.g. --model-opt decoder=transformer (repeatable)",
+    )
     p.add_argument("--resume", action="store_true", default=_S, help="continue from OUT/checkpoints/last.ckpt")
     p.add_argument("--no-progress", dest="progress", action="store_false", default=_S)
     p.add_argument("--no-d4", dest="d4", action="store_false", default=_S, help="no symmetry augmentation")
-    p.add_argument("--frames", dest="max_frames", type=int, default=_S,
-                   help="train on random subsets of at most this many frames")
+    p.add_argument(
+        "--frames",
+        dest="max_frames",
+        type=int,
+        default=_S,
+        help="train on random subsets of at most this many frames",
+    )
     p.add_argument("--min-frames", dest="min_frames", type=int, default=_S)
-    p.add_argument("--min-keep-fraction", dest="min_keep_fraction", type=float, default=_S,
-                   help="random sparsity: keep between this fraction and all of the cells of each frame")
+    p.add_argument(
+        "--min-keep-fraction",
+        dest="min_keep_fraction",
+        type=float,
+        default=_S,
+        help="random sparsity: keep between this fraction and all of the cells of each frame",
+    )
     add_config_flag(p)
     p.set_defaults(handler=run)
 
@@ -73,7 +88,10 @@ def train_config_from_args(args: argparse.Namespace) -> Any:
     if augment.get("max_frames") and not augment.get("min_frames"):
         augment["min_frames"] = max(1, augment["max_frames"] // 2)
     values["augment"] = augment
-    values["model_kwargs"] = {**(values.get("model_kwargs") or {}), **parse_key_values(args.model_opts, "--model-opt")}
+    values["model_kwargs"] = {
+        **(values.get("model_kwargs") or {}),
+        **parse_key_values(args.model_opts, "--model-opt"),
+    }
     config = TrainConfig.from_dict(values)
     if config.max_epochs < 1 and config.max_steps < 1:
         raise ConfigError("give --max-epochs or --max-steps of at least 1")

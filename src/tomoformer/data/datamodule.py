@@ -47,7 +47,7 @@ class SignalMapDataset(Dataset):
         self.augment = augment
         self.seed = seed
         self.epoch = 0
-        n, t, h, w = source.shape
+        _, t, h, w = source.shape
         if in_memory is None:
             in_memory = len(self.indices) * t * h * w * 2 <= IN_MEMORY_LIMIT_BYTES
         self.cache: dict[str, np.ndarray] | None = None

@@ -112,7 +112,9 @@ class SignalDataset:
         except DataError:
             raise
         except Exception as err:  # corrupt chunks surface as many different exception types
-            raise DataError(f"{self.path}: array {key!r}, index {_describe(index)}: cannot read ({_short(err)})") from None
+            raise DataError(
+                f"{self.path}: array {key!r}, index {_describe(index)}: cannot read ({_short(err)})"
+            ) from None
 
     def sample(self, index: int) -> dict[str, np.ndarray]:
         """All arrays of sample ``index`` (without the leading N axis)."""

@@ -95,9 +95,7 @@ def random_frame_subset(
     return out, tx_pos.index_select(-2, keep.to(tx_pos.device)) if tx_pos is not None else None
 
 
-def random_sparsity(
-    signals: Tensor, keep_fraction: float, generator: torch.Generator | None = None
-) -> Tensor:
+def random_sparsity(signals: Tensor, keep_fraction: float, generator: torch.Generator | None = None) -> Tensor:
     """Set a random ``1 - keep_fraction`` of the cells of every frame to NaN (exactly that many per frame,
     rounded), as if only part of the area had been measured. signals: ``[..., T, H, W]`` float."""
     if not 0.0 <= keep_fraction <= 1.0:

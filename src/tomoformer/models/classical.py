@@ -34,11 +34,11 @@ def _iou(inter: Tensor, union: Tensor) -> Tensor:
 
 
 class ThresholdModel(nn.Module):
-    """Building where a pixel was never received, or where its best (max over frames) normalised signal is low.
+    """Building where a pixel was never received, or where its best (max over frames) normalised dB is low.
 
-    ``fit`` scans ``num_candidates`` thresholds on the per-pixel max of the normalised dB (in units of 20 dB,
-    relative to each frame's median) and keeps the rule with the best IoU over all fit batches: "never received
-    or max < threshold" (mode 1) or "never received" alone (mode 0).
+    ``fit`` scans ``num_candidates`` thresholds on the per-pixel max of the normalised dB (in units of
+    20 dB, relative to each frame's median) and keeps the rule with the best IoU over all fit batches:
+    "never received or max < threshold" (mode 1) or "never received" alone (mode 0).
     """
 
     requires_fit = True
@@ -126,7 +126,7 @@ class RTIModel(nn.Module):
         self.register_buffer("scale", torch.tensor(1.0))
         self.register_buffer("fit_iou", torch.tensor(float("nan")))
 
-    # ----- the linear model -------------------------------------------------------------------------------------
+    # ----- the linear model ---------------------------------------------------------------------------------
     def _links(self, signals: Tensor, tx_pos: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """One sample: signals [T, H, W], tx_pos [T, 3] -> tx [L, 2], rx [L, 2] (row, col cells), y [L] dB."""
         feats, _ = frame_features(signals[None], tx_pos[None])
@@ -191,13 +191,13 @@ class RTIModel(nn.Module):
         return out
 
     def image(self, signals: Tensor, tx_pos: Tensor | None, alpha: float | None = None) -> Tensor:
-        """signals [B, T, H, W] dB, tx_pos [B, T, 3] cells -> attenuation image x [B, H, W] (dB per weight)."""
+        """signals [B, T, H, W] dB, tx_pos [B, T, 3] cells -> attenuation image x [B, H, W]."""
         H, W = signals.shape[-2:]
         alpha = float(self.alpha) if alpha is None else alpha
         xs = [self._solve(Wm, y, alpha, H, W) for Wm, y in self._systems(signals, tx_pos)]
         return torch.from_numpy(np.stack(xs)).float().reshape(-1, H, W).to(signals.device)
 
-    # ----- fit and predict --------------------------------------------------------------------------------------
+    # ----- fit and predict ----------------------------------------------------------------------------------
     @torch.no_grad()
     def fit(self, batches: Iterable[dict[str, Tensor]]) -> None:
         """Choose alpha (from ``alpha_grid``) and the threshold on x with the best IoU on the fit batches."""

@@ -36,10 +36,13 @@ NUM_PIXEL_STATISTICS = len(PIXEL_STATISTICS)
 
 
 def _frame_centre(values: Tensor, valid: Tensor) -> Tensor:
-    """Per-frame median of the valid cells: values, valid [B, T, H, W] -> [B, T, 1, 1] (0 for empty frames)."""
-    flat = values.flatten(2).masked_fill(~valid.flatten(2), float("nan"))
-    centre = torch.nanmedian(flat, dim=-1).values
-    return torch.nan_to_num(centre, nan=0.0)[..., None, None]
+    """Per-frame median of valid cells: values, valid [B, T, H, W] -> [B, T, 1, 1] (0 if none valid)."""
+    # Lower median by sorting (invalid cells sort last as +inf): same as torch.nanmedian, but exports to ONNX.
+    valid = valid.flatten(2)
+    ordered = values.flatten(2).masked_fill(~valid, float("inf")).sort(dim=-1).values
+    n = valid.sum(-1, keepdim=True)
+    centre = ordered.gather(-1, ((n - 1) // 2).clamp_min(0))
+    return torch.where(n > 0, centre, 0.0)[..., None]
 
 
 def frame_features(signals: Tensor, tx_pos: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -101,13 +104,16 @@ def pixel_statistics(signals: Tensor, tx_pos: Tensor | None = None, chunk: int =
     """
     B, T, H, W = signals.shape
     dev = signals.device
-    acc = {
-        key: torch.zeros(B, H, W, device=dev) for key in ("n", "s", "ss", "en", "es", "ess", "frames")
-    }
+    acc = {key: torch.zeros(B, H, W, device=dev) for key in ("n", "s", "ss", "en", "es", "ess", "frames")}
     big = torch.tensor(torch.finfo(torch.float32).max, device=dev)
     db_max, db_min = torch.full((B, H, W), -big, device=dev), torch.full((B, H, W), big, device=dev)
     ex_max, ex_min = db_max.clone(), db_min.clone()
-    for start in range(0, T, chunk):
+    if torch.compiler.is_compiling():
+        # torch.export / ONNX: one pass over all frames, since a Python loop over T would fix T in the graph.
+        starts, chunk = [0], T
+    else:
+        starts = range(0, T, chunk)
+    for start in starts:
         tx = None if tx_pos is None else tx_pos[:, start : start + chunk]
         feats, present = frame_features(signals[:, start : start + chunk], tx)
         db, valid, ex = feats[:, :, 0], feats[:, :, 1] > 0, feats[:, :, 3]
@@ -151,7 +157,5 @@ def pixel_statistics(signals: Tensor, tx_pos: Tensor | None = None, chunk: int =
 def pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
     """Zero-pad the last two dims (bottom, right) up to a multiple of ``multiple``."""
     H, W = x.shape[-2:]
-    pad_h, pad_w = (-H) % multiple, (-W) % multiple
-    if pad_h == 0 and pad_w == 0:
-        return x
-    return F.pad(x, (0, pad_w, 0, pad_h))
+    # No early return for zero padding: under torch.export that branch would fix H and W in the graph.
+    return F.pad(x, (0, (-W) % multiple, 0, (-H) % multiple))

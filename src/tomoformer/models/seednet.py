@@ -89,7 +89,7 @@ class SeedNet(nn.Module):
         feats, present = frame_features(signals, tx_pos)
         frames = feats.flatten(0, 1).to(self.head.weight.dtype)
         tokens = torch.cat([self.cnn(c) for c in frames.split(self.frame_chunk)]).reshape(B, T, -1)
-        # A sample with no measured frame keeps all its (zero-feature) frames, so attention never sees only -inf.
+        # A sample without any measured frame keeps all its (zero) frames: attention must not see only -inf.
         present = present | ~present.any(dim=1, keepdim=True)
         x = self.norm(self.encoder(tokens, src_key_padding_mask=~present))
         weights = present.to(x.dtype)[..., None]

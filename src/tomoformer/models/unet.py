@@ -48,9 +48,7 @@ class UNet(nn.Module):
         self.down = nn.ModuleList(
             nn.Sequential(nn.MaxPool2d(2), _conv_block(chans[i], chans[i + 1])) for i in range(depth)
         )
-        self.up = nn.ModuleList(
-            nn.ConvTranspose2d(chans[i + 1], chans[i], 2, stride=2) for i in reversed(range(depth))
-        )
+        self.up = nn.ModuleList(nn.ConvTranspose2d(chans[i + 1], chans[i], 2, stride=2) for i in reversed(range(depth)))
         self.dec = nn.ModuleList(_conv_block(2 * chans[i], chans[i]) for i in reversed(range(depth)))
         self.head = nn.Conv2d(chans[0], 1, 1)
 

@@ -15,15 +15,9 @@ from tomoformer.sim.config import STYLES
 
 # Grid styles: (block length m, street width m, lot length m, setback per side m, p(empty lot), height m)
 _GRID_STYLES: dict[str, dict[str, tuple[float, float] | float]] = {
-    "dense": dict(
-        block=(30, 70), street=(8, 16), lot=(10, 25), setback=(0, 0.5), empty=0.08, height=(12, 40)
-    ),
-    "suburban": dict(
-        block=(40, 80), street=(6, 10), lot=(12, 20), setback=(2, 5), empty=0.15, height=(5, 10)
-    ),
-    "industrial": dict(
-        block=(50, 120), street=(10, 20), lot=(25, 60), setback=(2, 8), empty=0.2, height=(8, 15)
-    ),
+    "dense": dict(block=(30, 70), street=(8, 16), lot=(10, 25), setback=(0, 0.5), empty=0.08, height=(12, 40)),
+    "suburban": dict(block=(40, 80), street=(6, 10), lot=(12, 20), setback=(2, 5), empty=0.15, height=(5, 10)),
+    "industrial": dict(block=(50, 120), street=(10, 20), lot=(25, 60), setback=(2, 8), empty=0.2, height=(8, 15)),
 }
 
 
@@ -139,9 +133,7 @@ def _voronoi(coords: np.ndarray, spacing: float, rng: np.random.Generator) -> tu
 
 def _oldtown(size: int, rng: np.random.Generator, cell: float) -> np.ndarray:
     """Irregular old town: warped Voronoi quarters whose borders are narrow crooked streets."""
-    rows, cols = np.meshgrid(
-        np.arange(size, dtype=np.float64), np.arange(size, dtype=np.float64), indexing="ij"
-    )
+    rows, cols = np.meshgrid(np.arange(size, dtype=np.float64), np.arange(size, dtype=np.float64), indexing="ij")
     quarter = rng.uniform(35, 60) / cell
     coords = np.stack([rows, cols]) + _warp(size, rng, 0.18 * quarter, 1.5 * quarter)
     _, gap = _voronoi(coords, quarter, rng)

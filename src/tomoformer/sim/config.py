@@ -111,9 +111,7 @@ class SimConfig:
         known = {f.name: f for f in fields(cls)}
         unknown = sorted(set(d) - set(known))
         if unknown:
-            raise ConfigError(
-                f"unknown sim config key(s): {', '.join(map(str, unknown))} (valid: {', '.join(known)})"
-            )
+            raise ConfigError(f"unknown sim config key(s): {', '.join(map(str, unknown))} (valid: {', '.join(known)})")
         defaults = cls()
         kwargs = {}
         for key, value in d.items():
@@ -157,7 +155,5 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
                 raise TypeError
             return value
     except (TypeError, ValueError):
-        raise ConfigError(
-            f"invalid sim config: {key} must be {type(default).__name__}, got {value!r}"
-        ) from None
+        raise ConfigError(f"invalid sim config: {key} must be {type(default).__name__}, got {value!r}") from None
     return value

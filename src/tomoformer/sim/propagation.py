@@ -29,10 +29,11 @@ import torch
 from scipy.fft import next_fast_len
 
 from tomoformer.sim.config import SimConfig
+from tomoformer.sim.polar import polar_heights, radii_needed, resample_to_grid
 
 SPEED_OF_LIGHT = 299_792_458.0
-# Bound on polar elements processed at once (frames are chunked): ~4 int64 index tensors of this size.
-_MAX_POLAR_ELEMENTS = 1 << 21
+# Polar elements per chunk of frames: small chunks stay in cache, which is faster on CPU.
+_MAX_POLAR_ELEMENTS = 1 << 18
 
 
 def fspl_db(distance_m: torch.Tensor, frequency_hz: float) -> torch.Tensor:
@@ -50,79 +51,99 @@ def path_gain_db(heights: torch.Tensor, tx_pos: torch.Tensor, config: SimConfig)
     """
     B, H, W = heights.shape
     T = tx_pos.shape[1]
+    A, step = config.n_angles, config.radial_step_cells
     heights = heights.float()
-    tx_pos = tx_pos.to(device=heights.device, dtype=torch.float32)
-    n_radii = _n_radii(tx_pos, H, W, config.radial_step_cells)
-    frames = max(1, _MAX_POLAR_ELEMENTS // (B * config.n_angles * n_radii))
-    out = [_path_gain_chunk(heights, tx_pos[:, t : t + frames], config, n_radii) for t in range(0, T, frames)]
-    return torch.cat(out, dim=1)
+    tx = tx_pos.to(device=heights.device, dtype=torch.float32).reshape(B * T, 3)
+    owner = torch.arange(B, device=heights.device).repeat_interleave(T)
+    # Rays start at the transmitter's cell centre; FSPL below uses the exact position.
+    origin = torch.round(tx[:, :2]).long()
+    need = radii_needed(origin, H, W, step)
+    # Frames sorted by ray length share chunks with frames of similar length: rays are only as long as the
+    # chunk needs (the loss at a radius only depends on the samples before it, so this changes nothing).
+    order = torch.argsort(need.cpu(), stable=True).to(heights.device)
+    need_sorted = need[order].tolist()
+    tx, owner, origin = tx[order], owner[order], origin[order]
+    # GPUs want few large launches; CPUs want chunks that stay in cache.
+    limit = _MAX_POLAR_ELEMENTS if heights.device.type == "cpu" else 1 << 22
+    frames = max(1, limit // (A * need_sorted[-1]))
+    extra = torch.empty(B * T, H, W, device=heights.device)
+    for i in range(0, B * T, frames):
+        sl = slice(i, i + frames)
+        n_radii = need_sorted[min(i + frames, B * T) - 1]
+        b = polar_heights(heights, owner[sl], origin[sl], n_radii, A, step)
+        h_tx = tx[sl, 2]
+        if bool((h_tx >= config.rx_height_m).all()):
+            loss = _loss_tx_above(b, h_tx, config)
+        else:
+            loss = _loss_general(b, h_tx, config)
+        resample_to_grid(loss, origin[sl], extra[sl], step)
+
+    # Free-space loss from the exact position; squared distances are separable in rows and columns.
+    cs2 = config.cell_size_m**2
+    dy2 = (torch.arange(H, device=tx.device) - tx[:, 0, None]).square_().mul_(cs2)[:, :, None]
+    dx2 = (torch.arange(W, device=tx.device) - tx[:, 1, None]).square_().mul_(cs2)[:, None, :]
+    dh2 = (tx[:, 2] - config.rx_height_m).square_()[:, None, None]
+    d2 = (dy2 + dh2) + dx2
+    fspl_1m = 20.0 * math.log10(4 * math.pi * config.frequency_hz / SPEED_OF_LIGHT)
+    gain = torch.empty_like(extra)
+    gain[order] = d2.clamp_min_(config.min_distance_m**2).log10_().mul_(-10.0).sub_(fspl_1m).sub_(extra)
+    return gain.reshape(B, T, H, W)
 
 
-def _n_radii(tx_pos: torch.Tensor, H: int, W: int, step: float) -> int:
-    """Radial samples needed to reach the farthest grid corner from every transmitter."""
-    rows = torch.maximum(tx_pos[..., 0].abs(), (H - 1 - tx_pos[..., 0]).abs())
-    cols = torch.maximum(tx_pos[..., 1].abs(), (W - 1 - tx_pos[..., 1]).abs())
-    return math.ceil(float(torch.hypot(rows, cols).max()) / step) + 2
+def _loss_tx_above(b: torch.Tensor, h_tx: torch.Tensor, config: SimConfig) -> torch.Tensor:
+    """Polar loss [F, n_radii + 1, A] for h_tx >= h_rx (the usual case): I_k = [k, e_k), one entry interval.
 
-
-@lru_cache(maxsize=8)
-def _ray_offsets(A: int, n_radii: int, step: float, device: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Integer (row, col) offsets [A, n_radii] of the nearest cell to every polar sample."""
-    theta = torch.arange(A, dtype=torch.float64) * (2 * math.pi / A)
-    radius = torch.arange(n_radii, dtype=torch.float64) * step
-    drow = torch.round(torch.sin(theta)[:, None] * radius).long()
-    dcol = torch.round(torch.cos(theta)[:, None] * radius).long()
-    return drow.to(device), dcol.to(device)
-
-
-def _polar_heights(heights: torch.Tensor, origin: torch.Tensor, A: int, n_radii: int, step: float):
-    """Building height [B, T, A, n_radii] under each polar sample around integer origins [B, T, 2]."""
-    B, H, W = heights.shape
-    drow, dcol = _ray_offsets(A, n_radii, step, str(heights.device))
-    # Zero-pad so that every sample lands inside the array: one add and one gather, no bounds checks.
-    far = int(torch.cat([-origin, origin - torch.tensor([H - 1, W - 1], device=origin.device)], -1).max())
-    pad = n_radii + max(far, 0) + 1
-    Wp = W + 2 * pad
-    padded = torch.nn.functional.pad(heights, (pad, pad, pad, pad)).reshape(B, -1)
-    table = drow * Wp + dcol
-    base = (origin[..., 0] + pad) * Wp + origin[..., 1] + pad  # [B, T]
-    flat = (base[..., None, None] + table).reshape(B, -1)
-    return torch.gather(padded, 1, flat).reshape(B, -1, A, n_radii)
-
-
-def _loss_tx_above(b: torch.Tensor, h_tx: torch.Tensor, h_rx: float, config: SimConfig) -> torch.Tensor:
-    """Polar loss [.., A, n_radii] for h_tx >= h_rx (the usual case): I_k = [k, e_k), one entry interval.
-
+    b: polar heights [F, n_radii, A] (overwritten); h_tx: [F] metres. Row n_radii of the result is junk.
     e_k = ceil(R_c / step) with R_c = r_k (h_tx - h_rx) / (h_tx - b) (inf when b >= h_tx); it is <= k,
     i.e. the interval is empty, exactly when b <= h_rx, so no case analysis is needed.
+
+    With u_k = [e_k > k] (sample k blocks some receiver) and g_k = [e_(k+1) > e_k], the entry interval
+    I_k minus I_(k-1) = [max(k, e_(k-1)), e_k) is non-empty iff u_k g_(k-1), and it starts at k when
+    u_(k-1) = 0, else at e_(k-1), where sample k-1's interval ends. So a wall entered behind sample k-1 is
+    added at e_(k-1) together with the removal of k-1's own losses, and one scatter does everything:
+
+        loss = cumsum(dense_k at k + scatter_k at e_k)
+        dense_k = u_k (indoor + wall (1 - u_(k-1))),  scatter_k = u_k (wall (g_k - g_(k-1)) - indoor)
+
+    with u_(-1) = 0, g_(-1) = 1 and g_(n-1) = 0. All indicators are 0/1 floats computed by clamping
+    differences of the integer-valued e, which is cheaper than boolean masks.
     """
-    n_radii = b.shape[-1]
-    k = torch.arange(n_radii, device=b.device, dtype=torch.float32)
-    denom = h_tx - b
-    e = torch.ceil((h_tx - h_rx) * k / denom)
-    e = torch.maximum(torch.where(denom > 0, e, float(n_radii)).clamp_(max=n_radii), k)
-    # Entry interval I_k minus I_(k-1) = [max(k, e_(k-1)), e_k).
-    w_start = e.clone()
-    w_start[..., 1:] = torch.maximum(e[..., :-1], k[1:])
-    w_start[..., 0] = 0.0
-    w_start = torch.minimum(w_start, e)
+    F, n_radii, A = b.shape
     indoor = config.indoor_loss_db_per_m * config.radial_step_cells * config.cell_size_m
-    inside = (e > k).float()
-    hist = torch.zeros(*b.shape[:-1], n_radii + 1, device=b.device)
-    hist[..., :n_radii] = inside * indoor
-    index = torch.cat([e, w_start], dim=-1).long()
-    entry = (e > w_start).float() * config.wall_loss_db
-    value = torch.cat([-(inside * indoor + entry), entry], dim=-1)
-    hist.scatter_add_(-1, index, value)
-    return hist[..., :n_radii].cumsum(-1)
+    wall = config.wall_loss_db
+    k = torch.arange(n_radii, device=b.device, dtype=torch.float32)[:, None]
+    h_tx = h_tx[:, None, None]
+    # A positive numerator even when h_tx == h_rx, so that b >= h_tx (denominator clamped to ~0) gives a
+    # huge e (clamped to n_radii) and b < h_tx gives e <= k as with a zero numerator; row k = 0 is fixed below.
+    c = (h_tx - config.rx_height_m).clamp_min(1e-20)
+    denom = torch.sub(h_tx, b, out=b)
+    row0 = denom[:, 0] <= 0
+    e = torch.div(c * k, denom.clamp_min_(1e-38), out=denom).ceil_().clamp_max_(n_radii)
+    torch.maximum(e, k, out=e)
+    e[:, 0] = row0 * float(n_radii)
+
+    u = torch.zeros(F, n_radii + 1, A, device=b.device)  # u[:, k + 1] = u_k
+    torch.sub(e, k, out=u[:, 1:]).clamp_max_(1.0)
+    g = torch.empty(F, n_radii + 1, A, device=b.device)  # g[:, k + 1] = g_k
+    g[:, 0] = 1.0
+    g[:, n_radii] = 0.0
+    torch.sub(e[:, 1:], e[:, :-1], out=g[:, 1:n_radii]).clamp_(0.0, 1.0)
+    uk = u[:, 1:]
+    scatter = torch.sub(g[:, 1:], g[:, :-1]).mul_(wall).sub_(indoor).mul_(uk)
+    hist = torch.empty(F, n_radii + 1, A, device=b.device)
+    hist[:, n_radii] = 0.0
+    torch.mul(u[:, :-1], -wall, out=hist[:, :n_radii]).add_(indoor + wall).mul_(uk)
+    hist.scatter_add_(1, e.long(), scatter)
+    return hist.cumsum_(1)
 
 
-def _loss_general(b: torch.Tensor, h_tx: torch.Tensor, h_rx: float, config: SimConfig) -> torch.Tensor:
-    """Polar loss for any sign of h_tx - h_rx; intervals I_k = [s_k, e_k) (see module docstring)."""
-    n_radii = b.shape[-1]
-    step = config.radial_step_cells
-    k = torch.arange(n_radii, device=b.device).expand(b.shape)
+def _loss_general(b: torch.Tensor, h_tx: torch.Tensor, config: SimConfig) -> torch.Tensor:
+    """Polar loss [F, n_radii + 1, A] for any sign of h_tx - h_rx; intervals I_k = [s_k, e_k) (module docstring)."""
+    F, n_radii, A = b.shape
+    step, h_rx = config.radial_step_cells, config.rx_height_m
+    k = torch.arange(n_radii, device=b.device)[:, None].expand(b.shape)
     radius = k.float() * step
+    h_tx = h_tx[:, None, None]
     h_rx_t = torch.full_like(h_tx, h_rx)
     always = b > torch.maximum(h_tx, h_rx_t)
     between = (b > torch.minimum(h_tx, h_rx_t)) & ~always
@@ -134,8 +155,8 @@ def _loss_general(b: torch.Tensor, h_tx: torch.Tensor, h_rx: float, config: SimC
     end = torch.where(always | between, end, k)  # empty, placed at k so that k+1 sees it as "before"
     end = torch.maximum(end, start)
     # Entering a building: I_k minus I_(k-1) = [s, min(e, s_prev)) U [max(s, e_prev), e).
-    prev_s = torch.nn.functional.pad(start[..., :-1], (1, 0))
-    prev_e = torch.nn.functional.pad(end[..., :-1], (1, 0))
+    prev_s = torch.nn.functional.pad(start[:, :-1], (0, 0, 1, 0))
+    prev_e = torch.nn.functional.pad(end[:, :-1], (0, 0, 1, 0))
     e1 = torch.minimum(end, prev_s).clamp_min(start)
     s2 = torch.maximum(start, prev_e).clamp_max(end)
     indoor = config.indoor_loss_db_per_m * step * config.cell_size_m
@@ -143,50 +164,14 @@ def _loss_general(b: torch.Tensor, h_tx: torch.Tensor, h_rx: float, config: SimC
     inside = (end > start).float()
     first = (e1 > start).float()
     second = (end > s2).float()
-    index = torch.cat([start, end, e1, s2], dim=-1)
+    index = torch.cat([start, end, e1, s2], dim=1)
     value = torch.cat(
         [inside * indoor + first * wall, -(inside * indoor + second * wall), -first * wall, second * wall],
-        dim=-1,
+        dim=1,
     )
-    hist = torch.zeros(*b.shape[:-1], n_radii + 1, device=b.device)
-    hist.scatter_add_(-1, index, value)
-    return hist[..., :n_radii].cumsum(-1)
-
-
-def _path_gain_chunk(heights: torch.Tensor, tx_pos: torch.Tensor, config: SimConfig, n_radii: int):
-    B, H, W = heights.shape
-    T = tx_pos.shape[1]
-    A = config.n_angles
-    device = heights.device
-    step = config.radial_step_cells
-    h_rx = config.rx_height_m
-    # Rays start at the transmitter's cell centre; FSPL below uses the exact position.
-    origin = torch.round(tx_pos[..., :2]).long()
-    b = _polar_heights(heights, origin, A, n_radii, step)
-    h_tx = tx_pos[..., 2, None, None]
-    if bool((tx_pos[..., 2] >= h_rx).all()):
-        loss = _loss_tx_above(b, h_tx, h_rx, config)
-    else:
-        loss = _loss_general(b, h_tx, h_rx, config)
-    loss = loss.reshape(B, T, A * n_radii)
-
-    # Back to the Cartesian grid: nearest radius bin, linear interpolation between the two nearest rays.
-    gi = torch.arange(H, device=device, dtype=torch.float32)[:, None]
-    gj = torch.arange(W, device=device, dtype=torch.float32)[None, :]
-    oy, ox = (origin[..., i, None, None].float() for i in range(2))
-    dy, dx = gi - oy, gj - ox  # [B, T, H, W]
-    a = torch.remainder(torch.atan2(dy, dx) * (A / (2 * math.pi)), A)
-    a0 = a.floor().clamp_max(A - 1)
-    w = (a - a0).reshape(B, T, -1)
-    rbin = torch.round(torch.hypot(dy, dx) / step).long().clamp_max(n_radii - 1)
-    i0 = (a0.long() * n_radii + rbin).reshape(B, T, -1)
-    i1 = (torch.remainder(a0.long() + 1, A) * n_radii + rbin).reshape(B, T, -1)
-    extra = torch.lerp(torch.gather(loss, 2, i0), torch.gather(loss, 2, i1), w).reshape(B, T, H, W)
-
-    ty, tx = tx_pos[..., 0, None, None], tx_pos[..., 1, None, None]
-    dist_m = torch.hypot(gi - ty, gj - tx) * config.cell_size_m
-    d3 = torch.sqrt(dist_m**2 + (h_tx - h_rx) ** 2).clamp_min(config.min_distance_m)
-    return -fspl_db(d3, config.frequency_hz) - extra
+    hist = torch.zeros(F, n_radii + 1, A, device=b.device)
+    hist.scatter_add_(1, index, value)
+    return hist.cumsum_(1)
 
 
 @lru_cache(maxsize=16)
@@ -223,7 +208,9 @@ def shadowing_db(
     sqrt_lam = _spectrum_sqrt(H, W, float(decorrelation_cells), str(device))
     L1, L2 = sqrt_lam.shape
     m = (n + 1) // 2
-    noise = torch.randn((m, 2, L1, L2), generator=generator, device=device)
-    z = torch.fft.fft2(torch.complex(noise[:, 0], noise[:, 1]) * sqrt_lam)
-    fields = torch.stack([z.real, z.imag], dim=1).reshape(2 * m, L1, L2)
-    return fields[:n, :H, :W] * std_db
+    # Complex normals have variance 1/2 per part; sqrt(2) restores unit variance of each output field.
+    noise = torch.randn((m, L1, L2), generator=generator, device=device, dtype=torch.complex64)
+    noise *= sqrt_lam * (std_db * math.sqrt(2.0))
+    # fft2 then crop, but the second transform only runs over the W columns that are kept.
+    z = torch.fft.fft(torch.fft.fft(noise, dim=-1)[..., :W], dim=-2)[:, :H]
+    return torch.view_as_real(z).movedim(-1, 1).reshape(2 * m, H, W)[:n]

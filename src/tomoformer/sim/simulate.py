@@ -7,6 +7,9 @@ into batches (or resuming) gives identical arrays on CPU.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -49,11 +52,28 @@ def simulate_samples(
         "tx_pos": np.empty((count, T, 3), np.float32),
         "group": np.empty((count,), np.int16),
     }
-    for i in range(count):
-        sample = _simulate_one(config, seed, start + i, device)
-        for key, value in sample.items():
-            out[key][i] = value
+    # On CPU, samples run on parallel threads with single-threaded torch ops: a sample's ops are too small
+    # to split well across cores. Each sample has its own generators, so the result does not depend on it.
+    workers = min(count, torch.get_num_threads()) if device.type == "cpu" else 1
+    with _torch_threads(1 if workers > 1 else None), ThreadPoolExecutor(max(workers, 1)) as pool:
+        samples = pool.map(lambda index: _simulate_one(config, seed, index, device), range(start, start + count))
+        for i, sample in enumerate(samples):
+            for key, value in sample.items():
+                out[key][i] = value
     return out
+
+
+@contextmanager
+def _torch_threads(n: int | None) -> Iterator[None]:
+    """Temporarily set torch's intra-op thread count (process-wide); None leaves it alone."""
+    previous = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if n is not None:
+            torch.set_num_threads(previous)
 
 
 def _simulate_one(config: SimConfig, seed: int, index: int, device: torch.device) -> dict[str, np.ndarray]:
@@ -89,9 +109,7 @@ def _simulate_one(config: SimConfig, seed: int, index: int, device: torch.device
     }
 
 
-def sample_tx(
-    config: SimConfig, heights: np.ndarray, free: np.ndarray, rng: np.random.Generator
-) -> np.ndarray:
+def sample_tx(config: SimConfig, heights: np.ndarray, free: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Transmitter positions float32 [T, 3] (row, col in cells, height m), always outdoors.
 
     "random": an outdoor cell (plus sub-cell jitter) and a height per frame, a fraction possibly outside

@@ -43,22 +43,25 @@ def evaluate_models(
         results: dict[str, dict[str, Any]] = {}
         probabilities: dict[str, np.ndarray] = {}
         for name, model in models.items():
-            probabilities[name] = predict_probabilities(model, dataset, batch_size=batch_size, device=device,
-                                                        progress=True)
+            probabilities[name] = predict_probabilities(
+                model, dataset, batch_size=batch_size, device=device, progress=True
+            )
             results[name] = evaluate_predictions(probabilities[name], truth, groups=groups, group_names=group_names)
         picks = np.linspace(0, len(dataset) - 1, num=min(n_figures, len(dataset))).round().astype(int)
         figures = []
         for i in sorted(set(picks.tolist())):
             raw = dataset.raw(i)
-            figures.append((
-                f"sample {int(dataset.indices[i])}",
-                comparison_figure(
-                    signals=raw["signals"].astype(np.float32),
-                    tx_pos=raw.get("tx_pos"),
-                    buildings=raw["buildings"],
-                    probabilities={name: p[i] for name, p in probabilities.items()},
-                ),
-            ))
+            figures.append(
+                (
+                    f"sample {int(dataset.indices[i])}",
+                    comparison_figure(
+                        signals=raw["signals"].astype(np.float32),
+                        tx_pos=raw.get("tx_pos"),
+                        buildings=raw["buildings"],
+                        probabilities={name: p[i] for name, p in probabilities.items()},
+                    ),
+                )
+            )
     write_metrics_json(out / "metrics.json", next(iter(results.values())) if len(results) == 1 else results)
     write_report(out / "report.html", title or f"TomoFormer evaluation on {data}", results, figures, notes)
     return results

@@ -31,7 +31,7 @@ def predict_probabilities(
     device = resolve_device(device) if not isinstance(device, torch.device) else device
     model = model.to(device).eval()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate)
-    n, _, h, w = dataset.source.shape
+    _, _, h, w = dataset.source.shape
     out = np.empty((len(dataset), h, w), dtype=np.float32)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
     position = 0
@@ -51,4 +51,3 @@ def _progress(iterable, description: str):
     from rich.progress import track
 
     return track(iterable, description=description, transient=True)
-

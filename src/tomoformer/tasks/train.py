@@ -113,8 +113,13 @@ def run_training(config: TrainConfig) -> TrainResult:
     return fit_task(task, datamodule, config, out, start)
 
 
-def fit_task(task: L.LightningModule, datamodule: L.LightningDataModule, config: TrainConfig, out: Path,
-             start: float | None = None) -> TrainResult:
+def fit_task(
+    task: L.LightningModule,
+    datamodule: L.LightningDataModule,
+    config: TrainConfig,
+    out: Path,
+    start: float | None = None,
+) -> TrainResult:
     """Run the Lightning loop for ``task`` and collect the run folder's outputs."""
     from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
@@ -125,7 +130,12 @@ def fit_task(task: L.LightningModule, datamodule: L.LightningDataModule, config:
     print(f"model {config.model}: {n_train:,} trainable of {n_params:,} parameters")
     checkpoints = out / "checkpoints"
     best = ModelCheckpoint(
-        dirpath=checkpoints, filename="best", monitor="val_iou", mode="max", save_last=True, enable_version_counter=False
+        dirpath=checkpoints,
+        filename="best",
+        monitor="val_iou",
+        mode="max",
+        save_last=True,
+        enable_version_counter=False,
     )
     callbacks: list[Any] = [best]
     if config.progress:
@@ -171,8 +181,9 @@ def fit_task(task: L.LightningModule, datamodule: L.LightningDataModule, config:
     return TrainResult(out=out, best_checkpoint=best_path, metrics=metrics, seconds=time.perf_counter() - start)
 
 
-def _fit_classical(config: TrainConfig, model: torch.nn.Module, datamodule: SignalDataModule, out: Path,
-                   start: float) -> TrainResult:
+def _fit_classical(
+    config: TrainConfig, model: torch.nn.Module, datamodule: SignalDataModule, out: Path, start: float
+) -> TrainResult:
     """Models such as ``threshold`` and ``rti`` are fitted from data, not trained by gradients."""
     from tomoformer.evaluation.metrics import evaluate_predictions
     from tomoformer.tasks.inference import predict_probabilities
@@ -187,8 +198,11 @@ def _fit_classical(config: TrainConfig, model: torch.nn.Module, datamodule: Sign
         truth = datamodule.val_set.source.read("buildings", datamodule.val_set.indices)
     scores = evaluate_predictions(probabilities, truth)
     metrics = {f"val_{k}": float(v) for k, v in scores.items() if isinstance(v, int | float)}
-    hparams = {"model": config.model, "model_kwargs": config.model_kwargs,
-               "data_attrs": _plain_attrs(datamodule.attrs)}
+    hparams = {
+        "model": config.model,
+        "model_kwargs": config.model_kwargs,
+        "data_attrs": _plain_attrs(datamodule.attrs),
+    }
     best = save_checkpoint(out / "checkpoints" / "best.ckpt", model, hparams)
     shutil.copyfile(best, out / "checkpoints" / "last.ckpt")
     write_text_atomic(out / "metrics.csv", "metric,value\n" + "".join(f"{k},{v}\n" for k, v in metrics.items()))

@@ -1,0 +1,76 @@
+"""The datamodule: splits, model-side tx_pos, augmentation that repeats per (seed, epoch), padding collate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tomoformer.data.datamodule import (
+    AugmentOptions,
+    EpochShuffleSampler,
+    SignalDataModule,
+    SignalMapDataset,
+    collate,
+    model_tx_pos,
+    split_indices,
+)
+from tomoformer.data.format import open_dataset
+
+
+def test_split_is_seeded_disjoint_and_complete() -> None:
+    train, val = split_indices(20, 0.2, seed=1)
+    assert len(val) == 4 and not set(train) & set(val) and sorted([*train, *val]) == list(range(20))
+    again = split_indices(20, 0.2, seed=1)
+    np.testing.assert_array_equal(again[1], val)
+    assert not np.array_equal(split_indices(20, 0.2, seed=2)[1], val)
+
+
+def test_model_tx_pos_measures_height_above_receiver_in_cells() -> None:
+    tx = np.array([[3.0, 4.0, 21.5], [np.nan, np.nan, np.nan]], dtype=np.float32)
+    out = model_tx_pos(tx, cell_size_m=2.0, rx_height_m=1.5)
+    assert out[0].tolist() == [3.0, 4.0, 10.0] and torch.isnan(out[1]).all()
+
+
+def test_items_and_augmentation_are_repeatable(toy_dataset: Path) -> None:
+    source = open_dataset(toy_dataset)
+    augment = AugmentOptions(d4=True, min_frames=2, max_frames=3, min_keep_fraction=0.5).build()
+    a = SignalMapDataset(source, augment=augment, seed=5)
+    b = SignalMapDataset(source, augment=augment, seed=5)
+    item = a[3]
+    assert item["signals"].shape[1:] == (16, 16) and 2 <= item["signals"].shape[0] <= 3
+    torch.testing.assert_close(item["signals"], b[3]["signals"], equal_nan=True)
+    a.set_epoch(1)
+    assert not torch.equal(torch.nan_to_num(a[3]["signals"]), torch.nan_to_num(item["signals"]))
+    plain = SignalMapDataset(source, in_memory=False)[3]
+    np.testing.assert_array_equal(plain["buildings"].numpy(), source.read("buildings", 3))
+
+
+def test_collate_pads_short_frame_subsets_with_missing_frames() -> None:
+    items = [
+        {"signals": torch.zeros(2, 4, 4), "tx_pos": torch.zeros(2, 3), "buildings": torch.zeros(4, 4)},
+        {"signals": torch.ones(3, 4, 4), "tx_pos": torch.ones(3, 3), "buildings": torch.ones(4, 4)},
+    ]
+    batch = collate(items)
+    assert batch["signals"].shape == (2, 3, 4, 4) and torch.isnan(batch["signals"][0, 2]).all()
+    assert torch.isnan(batch["tx_pos"][0, 2]).all() and batch["buildings"].shape == (2, 4, 4)
+
+
+def test_sampler_order_depends_only_on_seed_and_epoch() -> None:
+    sampler = EpochShuffleSampler(10, seed=0)
+    first = list(sampler)
+    sampler.set_epoch(1)
+    second = list(sampler)
+    assert sorted(first) == list(range(10)) and first != second
+    again = EpochShuffleSampler(10, seed=0)
+    again.set_epoch(1)
+    assert list(again) == second
+
+
+def test_datamodule_splits_when_no_validation_file(toy_dataset: Path) -> None:
+    dm = SignalDataModule(toy_dataset, val_fraction=0.25, batch_size=4)
+    dm.setup()
+    assert len(dm.train_set) == 12 and len(dm.val_set) == 4
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["signals"].shape == (4, 4, 16, 16) and batch["tx_pos"].shape == (4, 4, 3)

@@ -1,0 +1,107 @@
+import pytest
+import torch
+
+from tomoformer.errors import DataError
+from tomoformer.models.classical import RTIModel, ThresholdModel
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Tiny tensors: with two threads on a busy 2-core machine, thread hand-offs made these tests 100x slower.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _iou(logits: torch.Tensor, target: torch.Tensor) -> float:
+    pred, target = logits > 0, target > 0.5
+    return float((pred & target).sum() / (pred | target).sum().clamp_min(1))
+
+
+def _threshold_batch(gen: torch.Generator, B: int = 4) -> dict[str, torch.Tensor]:
+    buildings = (torch.rand(B, 4, 4, generator=gen) < 0.3).float().repeat_interleave(4, 1).repeat_interleave(4, 2)
+    signals = -25 * buildings[:, None] + torch.randn(B, 4, 16, 16, generator=gen) * 2
+    signals = signals + torch.randn(B, 4, 1, 1, generator=gen) * 30  # unknown per-frame offsets
+    signals[:, :, :2, :2] = float("nan")  # a never-received corner, which is a building
+    buildings[:, :2, :2] = 1
+    return {"signals": signals, "tx_pos": None, "buildings": buildings}
+
+
+def test_threshold_fit_beats_all_zero_and_round_trips() -> None:
+    gen = torch.Generator().manual_seed(0)
+    model = ThresholdModel()
+    assert model.requires_fit
+    model.fit([_threshold_batch(gen) for _ in range(3)])
+    assert int(model.mode) == 1 and float(model.fit_iou) > 0.8
+    test = _threshold_batch(gen)
+    logits = model(test["signals"])
+    assert logits.shape == (4, 16, 16) and logits.abs().max() <= 10
+    assert _iou(logits, test["buildings"]) > 0.8  # predicting all zero gives IoU 0
+    clone = ThresholdModel()
+    clone.load_state_dict(model.state_dict())
+    torch.testing.assert_close(clone(test["signals"]), logits)
+
+
+def test_threshold_keeps_never_received_rule_when_better() -> None:
+    gen = torch.Generator().manual_seed(1)
+    signals = torch.randn(2, 3, 8, 8, generator=gen)
+    buildings = (torch.rand(2, 8, 8, generator=gen) < 0.3).float()
+    signals[buildings[:, None].expand_as(signals) > 0] = float("nan")
+    model = ThresholdModel()
+    model.fit([{"signals": signals, "tx_pos": None, "buildings": buildings}])
+    assert int(model.mode) == 0 and float(model.fit_iou) == 1.0
+
+
+def _block_problem(gen: torch.Generator, B: int = 2, T: int = 12, n: int = 16):
+    """Transmitters around a 16x16 area with one 4x4 block; links crossing it lose 15 dB."""
+    buildings = torch.zeros(B, n, n)
+    tx = torch.zeros(B, T, 3)
+    signals = torch.zeros(B, T, n, n)
+    rows, cols = torch.meshgrid(torch.arange(n).float(), torch.arange(n).float(), indexing="ij")
+    for b in range(B):
+        r0, c0 = torch.randint(4, n - 8, (2,), generator=gen).tolist()
+        buildings[b, r0 : r0 + 4, c0 : c0 + 4] = 1
+        angles = torch.rand(T, generator=gen) * 2 * torch.pi
+        tx[b, :, 0] = n / 2 + 0.75 * n * torch.sin(angles)
+        tx[b, :, 1] = n / 2 + 0.75 * n * torch.cos(angles)
+        tx[b, :, 2] = 2.0
+        for t in range(T):
+            d = ((rows - tx[b, t, 0]) ** 2 + (cols - tx[b, t, 1]) ** 2 + 4).sqrt()
+            s = torch.linspace(0, 1, 40).view(-1, 1, 1)
+            pr = (tx[b, t, 0] + s * (rows - tx[b, t, 0])).round().long()
+            pc = (tx[b, t, 1] + s * (cols - tx[b, t, 1])).round().long()
+            inside = (pr >= 0) & (pr < n) & (pc >= 0) & (pc < n)
+            hits = buildings[b][pr.clamp(0, n - 1), pc.clamp(0, n - 1)] * inside
+            blocked = hits.sum(0) / 40 * d  # cells of building crossed by the straight ray
+            signals[b, t] = -20 * torch.log10(d) - 6 * blocked + torch.randn(n, n, generator=gen) * 0.5 - 40
+    return {"signals": signals, "tx_pos": tx, "buildings": buildings}
+
+
+def test_rti_recovers_a_block() -> None:
+    gen = torch.Generator().manual_seed(0)
+    model = RTIModel(max_links=1500, iter_lim=100, alpha_grid=(1.0, 10.0))
+    model.fit([_block_problem(gen)])
+    test = _block_problem(gen, B=1)
+    logits = model(test["signals"], test["tx_pos"])
+    assert logits.shape == (1, 16, 16) and torch.isfinite(logits).all()
+    chance = float(test["buildings"].mean())  # IoU of predicting "building" everywhere
+    assert _iou(logits, test["buildings"]) > chance + 0.25
+    clone = RTIModel(max_links=1500, iter_lim=100)
+    clone.load_state_dict(model.state_dict())
+    assert float(clone.alpha) == float(model.alpha)
+
+
+def test_rti_needs_tx_pos() -> None:
+    with pytest.raises(DataError, match="tx_pos"):
+        RTIModel()(torch.randn(1, 2, 8, 8), None)
+
+
+def test_rti_handles_nan_and_unknown_tx() -> None:
+    signals = torch.randn(1, 3, 9, 7)
+    signals[0, 0] = float("nan")
+    tx = torch.rand(1, 3, 3) * 5
+    tx[0, 1] = float("nan")
+    out = RTIModel()(signals, tx)
+    assert out.shape == (1, 9, 7) and torch.isfinite(out).all()
+    assert torch.isfinite(RTIModel()(signals, torch.full_like(tx, float("nan")))).all()
