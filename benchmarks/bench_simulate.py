@@ -48,9 +48,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=100)
     parser.add_argument("--n-samples", type=int, default=8)
     parser.add_argument("--style", default="mixed")
-    parser.add_argument(
-        "--device", action="append", help="cpu and/or cuda (default: cpu, plus cuda if present)"
-    )
+    parser.add_argument("--device", action="append", help="cpu and/or cuda (default: cpu, plus cuda if present)")
     args = parser.parse_args()
     devices = args.device or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
     config = SimConfig(size=args.size, frames=args.frames, style=args.style)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,10 +47,12 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[0][:160] if str(err).strip() else ""
-        raise CheckpointError(
-            f"{path}: refused: the file carries pickled Python objects that could run code ({first})"
-        ) from None
+        found = re.search(r"GLOBAL (\S+)", str(err))
+        if found:
+            raise CheckpointError(
+                f"{path}: refused: the file carries a pickled Python object ({found.group(1)}) that could run code"
+            ) from None
+        raise CheckpointError(f"{path}: not a readable checkpoint (corrupt or not a torch file)") from None
     except Exception as err:
         raise CheckpointError(f"{path}: not a readable checkpoint ({type(err).__name__})") from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:

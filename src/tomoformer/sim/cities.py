@@ -172,9 +172,6 @@ def outdoor_component(heights: np.ndarray, rx_height_m: float) -> np.ndarray:
     return labels == int(np.argmax(counts))
 
 
-_DIRS = np.array([(-1, 0), (0, 1), (1, 0), (0, -1)], dtype=np.int64)
-
-
 def street_walks(
     free: np.ndarray,
     n_walkers: int,
@@ -187,25 +184,30 @@ def street_walks(
 
     With ``n_steps`` returns positions int64 [n_walkers, n_steps + 1, 2] (one 4-neighbour step each).
     With ``target_cells`` instead walks until each walker visited that many distinct cells (or a step
-    cap) and returns (None-shaped positions of the start, visited bool [n_walkers, H, W]).
+    cap) and returns (final positions [n_walkers, 2], visited bool [n_walkers, H, W]).
     """
     H, W = free.shape
-    padded = np.pad(free, 1)
+    # Positions are flat indices into the mask padded by one blocked cell, so that a step is one add and
+    # the free-neighbour test one lookup (the loop runs for thousands of steps on tiny arrays).
+    Wp = W + 2
+    padded = np.pad(free, 1).ravel()
+    dirs = np.array([-Wp, 1, Wp, -1])  # north, east, south, west
     cells = np.argwhere(free)
-    pos = cells[rng.integers(0, len(cells), size=n_walkers)]
+    start = cells[rng.integers(0, len(cells), size=n_walkers)]
+    pos = (start[:, 0] + 1) * Wp + start[:, 1] + 1
     heading = rng.integers(0, 4, size=n_walkers)
     idx = np.arange(n_walkers)
     track = [pos]
     visited = None
     if target_cells is not None:
         target_cells = min(target_cells, int(free.sum()))
-        visited = np.zeros((n_walkers, H * W), bool)
-        visited[idx, pos[:, 0] * W + pos[:, 1]] = True
+        visited = np.zeros((n_walkers, padded.size), bool)
+        visited[idx, pos] = True
         count = np.ones(n_walkers, np.int64)
         n_steps = 40 * target_cells
     for _ in range(n_steps):
-        nxt = pos[:, None, :] + _DIRS[None]  # [n, 4, 2]
-        ok = padded[nxt[..., 0] + 1, nxt[..., 1] + 1]
+        nxt = pos[:, None] + dirs  # [n, 4]
+        ok = padded[nxt]
         score = rng.random((n_walkers, 4))
         score[idx, heading] += (rng.random(n_walkers) < p_straight) * 2.0
         score[idx, (heading + 2) % 4] -= 1.5  # U-turns only at dead ends
@@ -214,15 +216,18 @@ def street_walks(
         stuck = ~ok.any(axis=1)
         if visited is not None:
             stuck |= count >= target_cells
-        pos = np.where(stuck[:, None], pos, nxt[idx, heading])
+        pos = np.where(stuck, pos, nxt[idx, heading])
         if visited is None:
             track.append(pos)
             continue
-        flat = pos[:, 0] * W + pos[:, 1]
-        count += ~visited[idx, flat]
-        visited[idx, flat] = True
+        count += ~visited[idx, pos]
+        visited[idx, pos] = True
         if (count >= target_cells).all():
             break
+
+    def unpad(flat: np.ndarray) -> np.ndarray:
+        return np.stack(np.divmod(flat, Wp), axis=-1) - 1
+
     if visited is None:
-        return np.stack(track, axis=1), None
-    return pos, visited.reshape(n_walkers, H, W)
+        return unpad(np.stack(track, axis=1)), None
+    return unpad(pos), visited.reshape(n_walkers, H + 2, Wp)[:, 1:-1, 1:-1]

@@ -61,7 +61,8 @@ def polar_heights(
     grid read 0 (open ground, which never blocks).
     """
     _, H, W = heights.shape
-    drow, dcol = ray_offsets(A, n_radii, step, str(heights.device))
+    # Chunks need many different ray lengths: cache a few long tables and use their first rows.
+    drow, dcol = (t[:n_radii] for t in ray_offsets(A, -(-n_radii // 64) * 64, step, str(heights.device)))
     # Zero-pad so that every sample lands inside the array: one add and one gather, no bounds checks.
     far = int(torch.cat([-origin, origin - origin.new_tensor([H - 1, W - 1])], -1).max())
     pad = n_radii + max(far, 0) + 1

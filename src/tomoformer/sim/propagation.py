@@ -18,6 +18,9 @@ A wall is crossed on entering a building: sample k is inside and k-1 is not, i.e
 I_(k-1), which is at most two intervals. Each interval adds its loss to a difference array over R bins
 (scatter_add of +v at its start, -v at its end) and one cumsum gives the loss for every receiver
 distance on the ray: O(n_radii) per ray. Receivers pick their bin (nearest radius, angle interpolated).
+
+Frames are processed in cache-sized chunks of frames with similar ray lengths; the sampling geometry
+(ray offsets, the Cartesian lookup table) lives in ``tomoformer.sim.polar``.
 """
 
 from __future__ import annotations
@@ -113,12 +116,13 @@ def _loss_tx_above(b: torch.Tensor, h_tx: torch.Tensor, config: SimConfig) -> to
     wall = config.wall_loss_db
     k = torch.arange(n_radii, device=b.device, dtype=torch.float32)[:, None]
     h_tx = h_tx[:, None, None]
-    # A positive numerator even when h_tx == h_rx, so that b >= h_tx (denominator clamped to ~0) gives a
-    # huge e (clamped to n_radii) and b < h_tx gives e <= k as with a zero numerator; row k = 0 is fixed below.
+    # A positive numerator even when h_tx == h_rx, so that b >= h_tx (denominator clamped to 1e-30) gives a
+    # huge e (clamped to n_radii) while b < h_tx (a float32 difference >> 1e-18) still gives e <= k as a
+    # zero numerator would; row k = 0 (numerator 0) is fixed below.
     c = (h_tx - config.rx_height_m).clamp_min(1e-20)
     denom = torch.sub(h_tx, b, out=b)
     row0 = denom[:, 0] <= 0
-    e = torch.div(c * k, denom.clamp_min_(1e-38), out=denom).ceil_().clamp_max_(n_radii)
+    e = torch.div(c * k, denom.clamp_min_(1e-30), out=denom).ceil_().clamp_max_(n_radii)
     torch.maximum(e, k, out=e)
     e[:, 0] = row0 * float(n_radii)
 
@@ -208,9 +212,8 @@ def shadowing_db(
     sqrt_lam = _spectrum_sqrt(H, W, float(decorrelation_cells), str(device))
     L1, L2 = sqrt_lam.shape
     m = (n + 1) // 2
-    # Complex normals have variance 1/2 per part; sqrt(2) restores unit variance of each output field.
-    noise = torch.randn((m, L1, L2), generator=generator, device=device, dtype=torch.complex64)
-    noise *= sqrt_lam * (std_db * math.sqrt(2.0))
+    noise = torch.randn((m, 2, L1, L2), generator=generator, device=device)
+    noise = torch.complex(noise[:, 0], noise[:, 1]).mul_(sqrt_lam * std_db)
     # fft2 then crop, but the second transform only runs over the W columns that are kept.
     z = torch.fft.fft(torch.fft.fft(noise, dim=-1)[..., :W], dim=-2)[:, :H]
     return torch.view_as_real(z).movedim(-1, 1).reshape(2 * m, H, W)[:n]

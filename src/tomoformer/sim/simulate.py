@@ -157,5 +157,5 @@ def _measured_mask(
         return torch.from_numpy(visited).to(device)
     # Exactly k cells per frame: the k smallest of iid uniforms.
     u = torch.rand((T, n * n), generator=gen, device=device)
-    ranks = u.argsort(dim=1).argsort(dim=1)
-    return (ranks < k).reshape(T, n, n)
+    mask = torch.zeros((T, n * n), dtype=torch.bool, device=device)
+    return mask.scatter_(1, u.argsort(dim=1)[:, :k], True).reshape(T, n, n)
