@@ -78,13 +78,14 @@ def main() -> None:
             start = time.perf_counter()
             result = run_training(train)
             seconds[spec] = time.perf_counter() - start
+            print(f"{scenario}: trained {spec} in {seconds[spec]:.0f} s (val IoU {result.metrics.get('best_val_iou')})")
             models[spec] = load_checkpoint(result.best_checkpoint).model
         results = evaluate_models(
             models, paths["test"], out / scenario, batch_size=args.batch_size, title=f"accuracy benchmark: {scenario}"
         )
         summary[scenario] = {k: {"iou": v["iou"], "f1": v["f1"], "train_s": seconds[k]} for k, v in results.items()}
         print_table(scenario, summary[scenario])
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))  # after each scenario: partial runs count
 
 
 def print_table(scenario: str, rows: dict[str, dict[str, float]]) -> None:

@@ -14,8 +14,22 @@ from tomoformer.cli.demo_cmd import DEMO_FITTED, DEMO_MODELS
 
 def test_demo_writes_report_summary_and_checkpoints(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "demo"
-    argv = ["demo", "--out", str(out), "--n-train", "24", "--n-test", "6", "--size", "16", "--frames", "3",
-            "--epochs", "0.01", "--no-progress"]
+    argv = [
+        "demo",
+        "--out",
+        str(out),
+        "--n-train",
+        "24",
+        "--n-test",
+        "6",
+        "--size",
+        "16",
+        "--frames",
+        "3",
+        "--epochs",
+        "0.01",
+        "--no-progress",
+    ]
     assert main(argv) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary) == set(DEMO_MODELS) | set(DEMO_FITTED)

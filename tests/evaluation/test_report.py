@@ -34,9 +34,7 @@ def _rows(table_html):
 
 
 def test_report_tables_and_images(tmp_path, metrics):
-    path = write_report(
-        tmp_path / "report.html", "Two models", metrics, [("sample 0", _figure())], notes="a<b"
-    )
+    path = write_report(tmp_path / "report.html", "Two models", metrics, [("sample 0", _figure())], notes="a<b")
     text = path.read_text()
     assert text.startswith("<!DOCTYPE html>") and text.rstrip().endswith("</html>")
     tables = text.split("<table>")[1:]

@@ -73,9 +73,7 @@ def _mark_tx(ax: Axes, tx: np.ndarray | None, shape: tuple[int, int], colour: st
         ax.plot(col, row, marker="*", markersize=12, color=colour, markeredgecolor="black", clip_on=False)
 
 
-def _show_signal(
-    ax: Axes, frame: np.ndarray, vmin: float, vmax: float, tx: np.ndarray | None, title: str
-) -> None:
+def _show_signal(ax: Axes, frame: np.ndarray, vmin: float, vmax: float, tx: np.ndarray | None, title: str) -> None:
     ax.imshow(np.ma.masked_invalid(frame), cmap=_signal_cmap(), vmin=vmin, vmax=vmax, interpolation="nearest")
     H, W = frame.shape
     ax.set_xlim(-0.5, W - 0.5)

@@ -131,9 +131,7 @@ class MetricAccumulator:
         if prob.ndim == 2 and t.ndim == 2:  # a single map
             prob, t = prob[None], t[None]
         if prob.ndim != 3 or prob.shape != t.shape:
-            raise ValueError(
-                f"probabilities and truth must share a shape [N, H, W]; got {prob.shape} and {t.shape}"
-            )
+            raise ValueError(f"probabilities and truth must share a shape [N, H, W]; got {prob.shape} and {t.shape}")
         pred = prob > self.threshold  # NaN compares False: no prediction is no building
         per_sample = _per_sample_counts(pred, t)
         self.counts += BinaryCounts(*(int(v) for v in per_sample.sum(axis=0)))

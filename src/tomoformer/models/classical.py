@@ -16,7 +16,7 @@ from scipy.sparse.linalg import lsqr
 from torch import Tensor, nn
 
 from tomoformer.errors import DataError
-from tomoformer.models.features import DB_SCALE, frame_features, pixel_statistics
+from tomoformer.models.features import DB_SCALE, PIXEL_STATISTICS, frame_features, pixel_statistics
 from tomoformer.models.registry import register_model
 
 __all__ = ["RTIModel", "ThresholdModel", "rti", "threshold"]
@@ -34,14 +34,18 @@ def _iou(inter: Tensor, union: Tensor) -> Tensor:
 
 
 class ThresholdModel(nn.Module):
-    """Building where a pixel was never received, or where its best (max over frames) normalised dB is low.
+    """Building where a pixel was never received, or where its best signal over the frames is low.
 
-    ``fit`` scans ``num_candidates`` thresholds on the per-pixel max of the normalised dB (in units of
-    20 dB, relative to each frame's median) and keeps the rule with the best IoU over all fit batches:
-    "never received or max < threshold" (mode 1) or "never received" alone (mode 0).
+    "Best signal" is the per-pixel maximum over frames of the normalised dB (20 dB units, relative to each
+    frame's median) or, when transmitter positions are known, of the signal relative to free space (the
+    excess over the free-space prediction): a cell that some transmitter reaches in line of sight is outdoors,
+    whatever its distance. ``fit`` scans ``num_candidates`` thresholds on each available feature and keeps the
+    rule with the best IoU over all fit batches: "never received or feature < threshold" (mode 1) or "never
+    received" alone (mode 0).
     """
 
     requires_fit = True
+    FEATURES = ("db_max", "ex_max")
 
     def __init__(self, num_candidates: int = 121, low: float = -3.0, high: float = 3.0, sharpness: float = 20.0):
         super().__init__()
@@ -49,39 +53,50 @@ class ThresholdModel(nn.Module):
         self.register_buffer("candidates", torch.linspace(low, high, num_candidates))
         self.register_buffer("threshold", torch.tensor(float(low)))
         self.register_buffer("mode", torch.tensor(0, dtype=torch.long))
+        self.register_buffer("feature", torch.tensor(0, dtype=torch.long))  # index into FEATURES
         self.register_buffer("fit_iou", torch.tensor(float("nan")))
 
     @staticmethod
-    def _inputs(signals: Tensor) -> tuple[Tensor, Tensor]:
-        stats = pixel_statistics(signals)  # positions are not needed for this rule
-        return stats[:, 1], stats[:, 4] == 0  # db_max [B, H, W], never received [B, H, W]
+    def _inputs(signals: Tensor, tx_pos: Tensor | None) -> tuple[Tensor, Tensor]:
+        """-> features [F, B, H, W] (db_max, and ex_max when tx_pos is given), never received [B, H, W]."""
+        stats = pixel_statistics(signals, tx_pos)
+        names = ThresholdModel.FEATURES if tx_pos is not None else ThresholdModel.FEATURES[:1]
+        features = torch.stack([stats[:, PIXEL_STATISTICS.index(n)] for n in names])
+        return features, stats[:, PIXEL_STATISTICS.index("valid_frac")] == 0
 
     @torch.no_grad()
     def fit(self, batches: Iterable[dict[str, Tensor]]) -> None:
-        """Pick the rule and threshold with the best IoU over ``batches`` (dicts with signals, buildings)."""
+        """Pick the rule, feature and threshold with the best IoU over ``batches`` (signals, tx_pos, buildings)."""
         K = len(self.candidates)
-        inter, union = torch.zeros(K + 1, dtype=torch.float64), torch.zeros(K + 1, dtype=torch.float64)
-        seen = False
+        inter = union = None
         for batch in batches:
-            db_max, never = self._inputs(batch["signals"].to(self.candidates.device))
-            target = batch["buildings"].to(db_max.device).flatten() > 0.5
-            db_max, never = db_max.flatten(), never.flatten()
-            pred = never[None] | (db_max[None] < self.candidates[:, None])
-            i, u = _iou_counts(torch.cat([never[None], pred]), target)
-            inter, union = inter + i.cpu(), union + u.cpu()
-            seen = True
-        if not seen:
+            tx = batch.get("tx_pos")
+            features, never = self._inputs(batch["signals"].to(self.candidates.device), tx)
+            target = batch["buildings"].to(never.device).flatten() > 0.5
+            never = never.flatten()
+            preds = [never[None]]
+            for feature in features.flatten(1):
+                preds.append(never[None] | (feature[None] < self.candidates[:, None]))
+            i, u = _iou_counts(torch.cat(preds), target)
+            if inter is not None and len(i) != len(inter):
+                raise DataError("threshold.fit: some fit batches have tx_pos and others do not")
+            inter = i.cpu() if inter is None else inter + i.cpu()
+            union = u.cpu() if union is None else union + u.cpu()
+        if inter is None:
             raise DataError("threshold.fit got no batches")
         iou = _iou(inter, union)
         best = int(torch.argmax(iou))  # ties favour index 0, the simpler never-received rule
         self.mode.fill_(0 if best == 0 else 1)
-        self.threshold.fill_(float(self.candidates[max(best - 1, 0)]))
+        self.feature.fill_(max(best - 1, 0) // K)
+        self.threshold.fill_(float(self.candidates[max(best - 1, 0) % K]))
         self.fit_iou.fill_(float(iou[best]))
 
     def forward(self, signals: Tensor, tx_pos: Tensor | None = None) -> Tensor:
-        """signals [B, T, H, W] dB -> logits [B, H, W]; tx_pos is ignored."""
-        db_max, never = self._inputs(signals)
-        margin = ((self.threshold - db_max) * self.sharpness).clamp(-LOGIT_CLIP, LOGIT_CLIP)
+        """signals [B, T, H, W] dB, tx_pos [B, T, 3] | None -> logits [B, H, W]."""
+        features, never = self._inputs(signals, tx_pos)
+        if int(self.feature) >= len(features):
+            raise DataError("this threshold model was fitted with transmitter positions (tx_pos); the data has none")
+        margin = ((self.threshold - features[int(self.feature)]) * self.sharpness).clamp(-LOGIT_CLIP, LOGIT_CLIP)
         margin = torch.where(self.mode == 1, margin, torch.full_like(margin, -LOGIT_CLIP))
         return torch.where(never, torch.full_like(margin, LOGIT_CLIP), margin).float()
 

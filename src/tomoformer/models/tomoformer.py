@@ -63,7 +63,9 @@ class TomoFormerConfig:
     decoder_embed_dim: int = 96  # transformer decoder width
     decoder_depth: int = 2
     decoder_heads: int = 3
-    skip_dim: int = 16  # channels of the full-resolution per-pixel-statistics skip
+    skip_dim: int = 24  # channels of the full-resolution level of the per-pixel-statistics pyramid
+    pyramid_levels: int = 3  # halvings in that pyramid
+    frame_mlp_ratio: float = 2.0  # per-frame token MLP; it runs on T x tokens, so it is kept narrow
     drop_rate: float = 0.0
     attn_drop_rate: float = 0.0
     drop_path_rate: float = 0.0
@@ -194,6 +196,64 @@ class TransformerDecoder(nn.Module):
         return self.shuffle(x)
 
 
+def _conv_block(in_ch: int, out_ch: int, stride: int = 1) -> nn.Sequential:
+    # GroupNorm, not BatchNorm: batches are small and statistics must not depend on batch composition.
+    return nn.Sequential(
+        nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1, bias=False),
+        nn.GroupNorm(min(8, out_ch), out_ch),
+        nn.GELU(),
+        nn.Conv2d(out_ch, out_ch, 3, padding=1, bias=False),
+        nn.GroupNorm(min(8, out_ch), out_ch),
+        nn.GELU(),
+    )
+
+
+def _fit(x: Tensor, size: tuple[int, int] | torch.Size) -> Tensor:
+    """Crop or zero-pad the last two axes of ``x`` to ``size`` (the patch grid and the pyramid pad differently)."""
+    x = x[..., : size[0], : size[1]]
+    return F.pad(x, (0, size[1] - x.shape[-1], 0, size[0] - x.shape[-2]))
+
+
+class PixelPyramid(nn.Module):
+    """The full-resolution path: a conv pyramid over the per-pixel statistics (``levels`` halvings), decoded
+    coarse to fine, with the Transformer's tokens injected at the coarsest level and the decoder output at full
+    size.
+
+    The Transformer sees the whole area and every frame, but at patch resolution; the pyramid sees each pixel's
+    statistics over T, but locally. Together they give global context and sharp edges (as in TransUNet).
+    """
+
+    def __init__(self, stats_dim: int, width: int, token_dim: int, decoder_dim: int, levels: int = 3) -> None:
+        super().__init__()
+        self.multiple = 2**levels
+        widths = [width * 2**i for i in range(levels + 1)]
+        self.enc = nn.ModuleList(
+            _conv_block(stats_dim if i == 0 else widths[i - 1], widths[i], stride=1 if i == 0 else 2)
+            for i in range(levels + 1)
+        )
+        self.inject = nn.Conv2d(token_dim, widths[-1], 1)
+        self.dec = nn.ModuleList(
+            _conv_block(widths[i + 1] + widths[i] + (decoder_dim if i == 0 else 0), widths[i])
+            for i in reversed(range(levels))
+        )
+
+    def forward(self, stats: Tensor, tokens: Tensor, decoded: Tensor) -> Tensor:
+        """stats [B, S, H, W] (H, W multiples of ``multiple``), tokens [B, D, gh, gw], decoded [B, C, H, W]
+        -> features [B, width, H, W]."""
+        skips = []
+        x = stats
+        for stage in self.enc:
+            x = stage(x)
+            skips.append(x)
+        context = F.interpolate(tokens.to(x.dtype), size=x.shape[-2:], mode="bilinear", align_corners=False)
+        x = x + self.inject(context)
+        for stage, skip in zip(self.dec, reversed(skips[:-1]), strict=True):
+            x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+            parts = [x, skip] if stage is not self.dec[-1] else [x, skip, decoded.to(x.dtype)]
+            x = stage(torch.cat(parts, dim=1))
+        return x
+
+
 class TomoFormer(nn.Module):
     """Signals [B, T, H, W] dB (+ optional tx_pos [B, T, 3] cells) -> building logits [B, H, W]."""
 
@@ -211,7 +271,7 @@ class TomoFormer(nn.Module):
         # Frame encoder, shared by every frame.
         self.patch_embed = nn.Conv2d(NUM_FRAME_FEATURES, D, p, stride=p)
         self.frame_norm = nn.LayerNorm(D)
-        self.frame_mlp = Mlp(D, int(D * cfg.mlp_ratio))
+        self.frame_mlp = Mlp(D, int(D * cfg.frame_mlp_ratio))
         self.time_proj = nn.Linear(D, D) if cfg.time_embed else None
         self.agg = FramePool(D, cfg.num_heads, cfg.num_queries, cfg.mlp_ratio)
 
@@ -240,20 +300,8 @@ class TomoFormer(nn.Module):
             self.decoder = ConvDecoder(D, cfg.decoder_dim, p)
         else:
             self.decoder = TransformerDecoder(cfg, self.grid)
-        self.skip = nn.Sequential(
-            nn.Conv2d(NUM_PIXEL_STATISTICS, cfg.skip_dim, 3, padding=1),
-            nn.GELU(),
-            nn.Conv2d(cfg.skip_dim, cfg.skip_dim, 3, padding=1),
-            nn.GELU(),
-        )
-        fuse_dim = cfg.decoder_dim + cfg.skip_dim
-        self.refine = nn.Sequential(
-            nn.Conv2d(fuse_dim, cfg.decoder_dim, 3, padding=1),
-            nn.GELU(),
-            nn.Conv2d(cfg.decoder_dim, cfg.decoder_dim, 3, padding=1),
-            nn.GELU(),
-        )
-        self.head = nn.Conv2d(cfg.decoder_dim, cfg.num_classes, 1)
+        self.pyramid = PixelPyramid(NUM_PIXEL_STATISTICS, cfg.skip_dim, D, cfg.decoder_dim, cfg.pyramid_levels)
+        self.head = nn.Conv2d(cfg.skip_dim, cfg.num_classes, 1)
         self.init_weights()
 
     def init_weights(self) -> None:
@@ -282,7 +330,7 @@ class TomoFormer(nn.Module):
     def reset_classifier(self, num_classes: int = 1) -> None:
         """Replace the final 1x1 projection (fresh weights) with ``num_classes`` outputs."""
         self.cfg.num_classes = num_classes
-        self.head = nn.Conv2d(self.cfg.decoder_dim, num_classes, 1).to(self.head.weight.device)
+        self.head = nn.Conv2d(self.head.in_channels, num_classes, 1).to(self.head.weight.device)
 
     # ----- forward ------------------------------------------------------------------------------------------
     def _pos_embed(self, x: Tensor, grid: tuple[int, int]) -> Tensor:
@@ -336,9 +384,10 @@ class TomoFormer(nn.Module):
             grid = ((H + p - 1) // p, (W + p - 1) // p)
         if stats is None:
             stats = pixel_statistics(signals, tx_pos)
-        skip = self.skip(pad_to_multiple(stats, p).to(self.head.weight.dtype))
-        feats = self.decoder(x, grid)
-        out = self.head(self.refine(torch.cat([feats, skip.to(feats.dtype)], dim=1)))[..., :H, :W]
+        stats = pad_to_multiple(stats, self.pyramid.multiple).to(self.head.weight.dtype)
+        decoded = _fit(self.decoder(x, grid), stats.shape[-2:])
+        token_map = x.transpose(1, 2).reshape(x.shape[0], -1, *grid)
+        out = self.head(self.pyramid(stats, token_map, decoded))[..., :H, :W]
         out = out.float()
         return out[:, 0] if out.shape[1] == 1 else out
 
