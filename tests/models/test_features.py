@@ -52,9 +52,12 @@ def test_features_ignore_absolute_offset() -> None:
 def test_excess_loss_removes_free_space() -> None:
     signals, tx = _signals()
     feats, _ = frame_features(signals, tx)
-    # Signals are free space + 1 dB noise: the excess loss is the noise only, the normalised dB is not.
-    assert feats[:, :, 3].abs().mean() < 1.5 / 20
-    assert feats[:, :, 0].abs().mean() > 2 * feats[:, :, 3].abs().mean()
+    # Signals are free space + 1 dB noise: the excess is the noise only (spread ~1 dB, a few dB below the
+    # frame's line-of-sight level, its 99th percentile), the normalised dB is not.
+    excess = feats[:, :, 3]
+    assert excess.std() < 1.5 / 20
+    assert -4 / 20 < excess.mean() < 0
+    assert feats[:, :, 0].std() > 2 * excess.std()
 
 
 def test_unknown_tx_gives_zeros_and_flag() -> None:
