@@ -216,11 +216,13 @@ def _fit(x: Tensor, size: tuple[int, int] | torch.Size) -> Tensor:
 
 class PixelPyramid(nn.Module):
     """The full-resolution path: a conv pyramid over the per-pixel statistics (``levels`` halvings), decoded
-    coarse to fine, with the Transformer's tokens injected at the coarsest level and the decoder output at full
-    size.
+    coarse to fine, with the Transformer's tokens added at every level of the decoding and the Transformer
+    decoder's output joined at full size.
 
     The Transformer sees the whole area and every frame, but at patch resolution; the pyramid sees each pixel's
-    statistics over T, but locally. Together they give global context and sharp edges (as in TransUNet).
+    statistics over T, but locally. Together they give global context and sharp edges (as in TransUNet). The
+    tokens join every level, not only the coarsest, because the patch grid (e.g. 20x20 for 100x100 cells and
+    patch 5) is finer than the bottom of the pyramid (13x13).
     """
 
     def __init__(self, stats_dim: int, width: int, token_dim: int, decoder_dim: int, levels: int = 3) -> None:
@@ -231,7 +233,8 @@ class PixelPyramid(nn.Module):
             _conv_block(stats_dim if i == 0 else widths[i - 1], widths[i], stride=1 if i == 0 else 2)
             for i in range(levels + 1)
         )
-        self.inject = nn.Conv2d(token_dim, widths[-1], 1)
+        # inject[j] feeds the tokens into the input of decoding step j (coarsest first); the last one into dec.
+        self.inject = nn.ModuleList(nn.Conv2d(token_dim, widths[i + 1], 1) for i in reversed(range(levels)))
         self.dec = nn.ModuleList(
             _conv_block(widths[i + 1] + widths[i] + (decoder_dim if i == 0 else 0), widths[i])
             for i in reversed(range(levels))
@@ -245,9 +248,9 @@ class PixelPyramid(nn.Module):
         for stage in self.enc:
             x = stage(x)
             skips.append(x)
-        context = F.interpolate(tokens.to(x.dtype), size=x.shape[-2:], mode="bilinear", align_corners=False)
-        x = x + self.inject(context)
-        for stage, skip in zip(self.dec, reversed(skips[:-1]), strict=True):
+        tokens = tokens.to(x.dtype)
+        for inject, stage, skip in zip(self.inject, self.dec, reversed(skips[:-1]), strict=True):
+            x = x + inject(F.interpolate(tokens, size=x.shape[-2:], mode="bilinear", align_corners=False))
             x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
             parts = [x, skip] if stage is not self.dec[-1] else [x, skip, decoded.to(x.dtype)]
             x = stage(torch.cat(parts, dim=1))
