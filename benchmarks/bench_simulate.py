@@ -1,6 +1,9 @@
 """Throughput of the fast simulator (maps/s) on CPU and CUDA, and of Sionna RT when it is installed.
 
-python benchmarks/bench_simulate.py --frames 64 --size 100 --n-samples 8
+python benchmarks/bench_simulate.py --frames 64 1000 --size 100 --n-samples 8 --device-samples 64
+
+For each T: the per-sample CPU path (the baseline every ratio refers to), the batched path on CPU, and
+the batched and per-sample paths on CUDA when it is present (skipped with a note otherwise).
 """
 
 from __future__ import annotations
@@ -15,14 +18,18 @@ from tomoformer.sim import SimConfig, simulate_samples
 from tomoformer.sim.cities import make_city
 
 
-def bench_fast(config: SimConfig, n_samples: int, device: str) -> float:
-    """maps/s of simulate_samples on ``device`` (after one warm-up sample)."""
-    simulate_samples(config, seed=0, start=0, count=1, device=device)
-    if device.startswith("cuda"):
+def bench_fast(config: SimConfig, n_samples: int, device: str, batched: bool) -> float:
+    """maps/s of simulate_samples on ``device`` (after a warm-up run of the same size on GPUs, of one sample on CPU).
+
+    The GPU warm-up builds the cached geometry tables and the pinned output buffer.
+    """
+    cuda = device.startswith("cuda")
+    simulate_samples(config, seed=0, start=0, count=n_samples if cuda else 1, device=device, batched=batched)
+    if cuda:
         torch.cuda.synchronize()
     t0 = time.perf_counter()
-    simulate_samples(config, seed=0, start=1, count=n_samples, device=device)
-    if device.startswith("cuda"):
+    simulate_samples(config, seed=0, start=n_samples, count=n_samples, device=device, batched=batched)
+    if cuda:
         torch.cuda.synchronize()
     return n_samples * config.frames / (time.perf_counter() - t0)
 
@@ -44,25 +51,41 @@ def bench_sionna(config: SimConfig, n_maps: int) -> float | None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--frames", type=int, default=64)
+    parser.add_argument("--frames", type=int, nargs="+", default=[64], help="one run per T (e.g. 64 1000)")
     parser.add_argument("--size", type=int, default=100)
-    parser.add_argument("--n-samples", type=int, default=8)
+    parser.add_argument("--n-samples", type=int, default=8, help="samples per CPU run")
+    parser.add_argument("--device-samples", type=int, default=64, help="samples per CUDA run")
     parser.add_argument("--style", default="mixed")
-    parser.add_argument("--device", action="append", help="cpu and/or cuda (default: cpu, plus cuda if present)")
-    args = parser.parse_args()
-    devices = args.device or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
-    config = SimConfig(size=args.size, frames=args.frames, style=args.style)
-    print(
-        f"fast simulator, {args.size}x{args.size}, T={args.frames}, {args.n_samples} samples, "
-        f"torch threads={torch.get_num_threads()}"
+    parser.add_argument("--no-sionna", action="store_true")
+    parser.add_argument(
+        "--device", action="append", help="cpu and/or cuda (default: both); the CPU per-sample baseline always runs"
     )
+    args = parser.parse_args()
+    devices = args.device or ["cpu", "cuda"]
+    cuda = "cuda" in devices and torch.cuda.is_available()
     baseline = None
-    for device in devices:
-        rate = bench_fast(config, args.n_samples, device)
-        baseline = baseline or rate
-        print(f"  {device:5s}: {rate:9.1f} maps/s  ({rate / baseline:.2f}x {devices[0]})")
+    for frames in args.frames:
+        config = SimConfig(size=args.size, frames=frames, style=args.style)
+        print(
+            f"fast simulator, {args.size}x{args.size}, T={frames}, {args.n_samples} samples on CPU "
+            f"({args.device_samples} on CUDA), torch threads={torch.get_num_threads()}"
+        )
+        rows = [("cpu", False, args.n_samples)] + ([("cpu", True, args.n_samples)] if "cpu" in devices else [])
+        if cuda:
+            rows += [("cuda", True, args.device_samples), ("cuda", False, max(1, args.device_samples // 8))]
+        cpu_rate = None
+        for device, batched, n_samples in rows:
+            rate = bench_fast(config, n_samples, device, batched)
+            cpu_rate = cpu_rate or rate
+            baseline = baseline or rate
+            path = "batched" if batched else "per-sample"
+            print(f"  {device:4s} {path:10s}: {rate:10.1f} maps/s  ({rate / cpu_rate:6.2f}x cpu per-sample)")
+        if "cuda" in devices and not cuda:
+            print("  cuda: skipped (torch.cuda.is_available() is False)")
+    if args.no_sionna:
+        return
     try:
-        sionna_rate = bench_sionna(config, n_maps=4)
+        sionna_rate = bench_sionna(SimConfig(size=args.size, frames=args.frames[0], style=args.style), n_maps=4)
     except Exception as exc:  # the optional bridge may be absent or fail on this machine
         print(f"  sionna.rt: skipped ({type(exc).__name__}: {exc})")
         return
@@ -70,7 +93,7 @@ def main() -> None:
         print("  sionna.rt: skipped (not installed)")
     else:
         ratio = baseline / sionna_rate
-        print(f"  sionna.rt: {sionna_rate:9.3f} maps/s  (fast {devices[0]} is {ratio:.0f}x faster)")
+        print(f"  sionna.rt: {sionna_rate:9.3f} maps/s  (fast cpu per-sample is {ratio:.0f}x faster)")
 
 
 if __name__ == "__main__":

@@ -32,11 +32,13 @@ import torch
 from scipy.fft import next_fast_len
 
 from tomoformer.sim.config import SimConfig
-from tomoformer.sim.polar import polar_heights, radii_needed, resample_to_grid
+from tomoformer.sim.polar import outside_extent, polar_heights, radii_needed, resample_to_grid, table_extent
 
 SPEED_OF_LIGHT = 299_792_458.0
-# Polar elements per chunk of frames: small chunks stay in cache, which is faster on CPU.
+# Polar elements per chunk of frames: small chunks stay in cache, which is faster on CPU; on a GPU a chunk
+# (~330 frames of a 100 x 100 grid, ~0.5 GB of temporaries) is ~1 ms of work, long against its launches.
 _MAX_POLAR_ELEMENTS = 1 << 18
+_MAX_POLAR_ELEMENTS_DEVICE = 1 << 24
 
 
 def fspl_db(distance_m: torch.Tensor, frequency_hz: float) -> torch.Tensor:
@@ -48,49 +50,57 @@ def path_gain_db(heights: torch.Tensor, tx_pos: torch.Tensor, config: SimConfig)
     """Deterministic path gain of every cell for every transmitter.
 
     heights: [B, H, W] building heights in metres (0 = open); tx_pos: [B, T, 3] (row, col in cells,
-    height in metres; may lie outside the grid). Returns float32 [B, T, H, W] dB (<= 0 far from tx).
-    Uses config.cell_size_m, frequency_hz, rx_height_m, wall_loss_db, indoor_loss_db_per_m,
-    n_angles, radial_step_cells and min_distance_m.
+    height in metres; may lie outside the grid), best given on the CPU: the chunk plan is made from a host
+    copy, so a CPU tx_pos never makes the device queue wait. Returns float32 [B, T, H, W] dB (<= 0 far
+    from tx) on heights' device. Uses config.cell_size_m, frequency_hz, rx_height_m, wall_loss_db,
+    indoor_loss_db_per_m, n_angles, radial_step_cells and min_distance_m.
     """
     B, H, W = heights.shape
     T = tx_pos.shape[1]
     A, step = config.n_angles, config.radial_step_cells
+    device = heights.device
     heights = heights.float()
-    tx = tx_pos.to(device=heights.device, dtype=torch.float32).reshape(B * T, 3)
-    owner = torch.arange(B, device=heights.device).repeat_interleave(T)
+    tx_host = tx_pos.detach().to("cpu", torch.float32).reshape(B * T, 3)
     # Rays start at the transmitter's cell centre; FSPL below uses the exact position.
-    origin = torch.round(tx[:, :2]).long()
-    need = radii_needed(origin, H, W, step)
+    origin_host = torch.round(tx_host[:, :2]).long()
+    need = radii_needed(origin_host, H, W, step)
     # Frames sorted by ray length share chunks with frames of similar length: rays are only as long as the
     # chunk needs (the loss at a radius only depends on the samples before it, so this changes nothing).
-    order = torch.argsort(need.cpu(), stable=True).to(heights.device)
-    need_sorted = need[order].tolist()
-    tx, owner, origin = tx[order], owner[order], origin[order]
+    order_host = torch.argsort(need, stable=True)
+    need_sorted = need[order_host].tolist()
+    tx_host, origin_host = tx_host[order_host], origin_host[order_host]
+    below = (tx_host[:, 2] < config.rx_height_m).tolist()
+    order, tx, origin = (to_device(t, device) for t in (order_host, tx_host, origin_host))
+    owner = order // T  # which map each sorted frame looks at
     # GPUs want few large launches; CPUs want chunks that stay in cache.
-    limit = _MAX_POLAR_ELEMENTS if heights.device.type == "cpu" else 1 << 22
+    limit = _MAX_POLAR_ELEMENTS if device.type == "cpu" else _MAX_POLAR_ELEMENTS_DEVICE
     frames = max(1, limit // (A * need_sorted[-1]))
-    extra = torch.empty(B * T, H, W, device=heights.device)
+    extra = torch.empty(B * T, H, W, device=device)
     for i in range(0, B * T, frames):
         sl = slice(i, i + frames)
         n_radii = need_sorted[min(i + frames, B * T) - 1]
-        b = polar_heights(heights, owner[sl], origin[sl], n_radii, A, step)
-        h_tx = tx[sl, 2]
-        if bool((h_tx >= config.rx_height_m).all()):
-            loss = _loss_tx_above(b, h_tx, config)
-        else:
-            loss = _loss_general(b, h_tx, config)
-        resample_to_grid(loss, origin[sl], extra[sl], step)
+        far = outside_extent(origin_host[sl], H, W)
+        b = polar_heights(heights, owner[sl], origin[sl], n_radii, A, step, far=far)
+        loss_fn = _loss_general if any(below[sl]) else _loss_tx_above
+        loss = loss_fn(b, tx[sl, 2], config)
+        resample_to_grid(loss, origin[sl], extra[sl], step, ext=table_extent(origin_host[sl], H, W))
 
     # Free-space loss from the exact position; squared distances are separable in rows and columns.
     cs2 = config.cell_size_m**2
-    dy2 = (torch.arange(H, device=tx.device) - tx[:, 0, None]).square_().mul_(cs2)[:, :, None]
-    dx2 = (torch.arange(W, device=tx.device) - tx[:, 1, None]).square_().mul_(cs2)[:, None, :]
+    dy2 = (torch.arange(H, device=device) - tx[:, 0, None]).square_().mul_(cs2)[:, :, None]
+    dx2 = (torch.arange(W, device=device) - tx[:, 1, None]).square_().mul_(cs2)[:, None, :]
     dh2 = (tx[:, 2] - config.rx_height_m).square_()[:, None, None]
     d2 = (dy2 + dh2) + dx2
     fspl_1m = 20.0 * math.log10(4 * math.pi * config.frequency_hz / SPEED_OF_LIGHT)
-    gain = torch.empty_like(extra)
-    gain[order] = d2.clamp_min_(config.min_distance_m**2).log10_().mul_(-10.0).sub_(fspl_1m).sub_(extra)
-    return gain.reshape(B, T, H, W)
+    sorted_gain = d2.clamp_min_(config.min_distance_m**2).log10_().mul_(-10.0).sub_(fspl_1m).sub_(extra)
+    return torch.empty_like(extra).index_copy_(0, order, sorted_gain).reshape(B, T, H, W)
+
+
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Host tensor to ``device``; to a GPU through pinned memory without waiting for the device's queue."""
+    if device.type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
 
 
 def _loss_tx_above(b: torch.Tensor, h_tx: torch.Tensor, config: SimConfig) -> torch.Tensor:
@@ -178,13 +188,17 @@ def _loss_general(b: torch.Tensor, h_tx: torch.Tensor, config: SimConfig) -> tor
     return hist.cumsum_(1)
 
 
+def _embedding_size(H: int, W: int, corr_cells: float) -> tuple[int, int]:
+    """Size (L1, L2) of the periodic grid the shadowing fields are drawn on."""
+    # Padding by ~5 correlation lengths makes the wrap-around correlation negligible (< e^-5).
+    pad = math.ceil(5 * corr_cells)
+    return next_fast_len(min(2 * H, H + pad)), next_fast_len(min(2 * W, W + pad))
+
+
 @lru_cache(maxsize=16)
 def _spectrum_sqrt(H: int, W: int, corr_cells: float, device: str) -> torch.Tensor:
     """sqrt of the circulant-embedding eigenvalues (scaled by 1/N) of exp(-d / corr_cells), unit variance."""
-    # Padding by ~5 correlation lengths makes the wrap-around correlation negligible (< e^-5).
-    pad = math.ceil(5 * corr_cells)
-    L1 = next_fast_len(min(2 * H, H + pad))
-    L2 = next_fast_len(min(2 * W, W + pad))
+    L1, L2 = _embedding_size(H, W, corr_cells)
     i = torch.arange(L1, dtype=torch.float64)
     j = torch.arange(L2, dtype=torch.float64)
     di = torch.minimum(i, L1 - i)[:, None]
@@ -193,6 +207,11 @@ def _spectrum_sqrt(H: int, W: int, corr_cells: float, device: str) -> torch.Tens
     lam = torch.fft.fft2(cov).real.clamp_min(0)
     lam = lam / lam.mean()  # marginal variance exactly 1 after clipping negative eigenvalues
     return torch.sqrt(lam / (L1 * L2)).to(device=device, dtype=torch.float32)
+
+
+def shadowing_noise_shape(n: int, H: int, W: int, decorrelation_cells: float) -> tuple[int, int, int, int]:
+    """Shape (ceil(n / 2), 2, L1, L2) of the standard normal draws behind n shadowing fields."""
+    return ((n + 1) // 2, 2, *_embedding_size(H, W, float(decorrelation_cells)))
 
 
 def shadowing_db(
@@ -204,16 +223,21 @@ def shadowing_db(
     generator: torch.Generator,
     device: str | torch.device = "cpu",
 ) -> torch.Tensor:
-    """n independent zero-mean Gaussian fields [n, H, W] in dB with covariance std^2 exp(-d / decorrelation).
+    """n independent zero-mean Gaussian fields [n, H, W] in dB with covariance std^2 exp(-d / decorrelation)."""
+    shape = shadowing_noise_shape(n, H, W, decorrelation_cells)
+    noise = torch.randn(shape, generator=generator, device=torch.device(device))
+    return shadowing_from_noise(noise, H, W, std_db, decorrelation_cells)[:n]
+
+
+def shadowing_from_noise(
+    noise: torch.Tensor, H: int, W: int, std_db: float, decorrelation_cells: float
+) -> torch.Tensor:
+    """Fields [2 M, H, W] dB from standard normal draws [M, 2, L1, L2] (``shadowing_noise_shape``).
 
     Circulant embedding: one complex FFT gives two independent fields (real and imaginary parts).
     """
-    device = torch.device(device)
-    sqrt_lam = _spectrum_sqrt(H, W, float(decorrelation_cells), str(device))
-    L1, L2 = sqrt_lam.shape
-    m = (n + 1) // 2
-    noise = torch.randn((m, 2, L1, L2), generator=generator, device=device)
+    sqrt_lam = _spectrum_sqrt(H, W, float(decorrelation_cells), str(noise.device))
     noise = torch.complex(noise[:, 0], noise[:, 1]).mul_(sqrt_lam * std_db)
     # fft2 then crop, but the second transform only runs over the W columns that are kept.
     z = torch.fft.fft(torch.fft.fft(noise, dim=-1)[..., :W], dim=-2)[:, :H]
-    return torch.view_as_real(z).movedim(-1, 1).reshape(2 * m, H, W)[:n]
+    return torch.view_as_real(z).movedim(-1, 1).reshape(-1, H, W)

@@ -1,15 +1,18 @@
 """Dataset-level simulation: cities, transmitters, propagation, shadowing, noise, floor and sparsity.
 
 Sample i of a dataset with seed s depends only on (s, i): every random draw comes from generators seeded
-by ``numpy.random.SeedSequence([s, i])``, and each sample is computed on its own, so splitting a dataset
-into batches (or resuming) gives identical arrays on CPU.
+by ``numpy.random.SeedSequence([s, i])`` (a NumPy generator for the city and transmitters, a torch generator
+for shadowing, noise and random sparsity), so splitting a dataset into batches (or resuming) gives identical
+arrays on CPU. The device work of many samples may run in one batch: the draws stay per sample.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -17,7 +20,7 @@ import torch
 
 from tomoformer.sim.cities import STYLES, make_city, outdoor_component, street_walks
 from tomoformer.sim.config import SimConfig
-from tomoformer.sim.propagation import path_gain_db, shadowing_db
+from tomoformer.sim.propagation import path_gain_db, shadowing_from_noise, shadowing_noise_shape, to_device
 
 
 def dataset_attrs(config: SimConfig) -> dict[str, Any]:
@@ -33,34 +36,89 @@ def dataset_attrs(config: SimConfig) -> dict[str, Any]:
 
 
 def simulate_samples(
-    config: SimConfig, seed: int, start: int, count: int, device: str | torch.device = "cpu"
+    config: SimConfig,
+    seed: int,
+    start: int,
+    count: int,
+    device: str | torch.device = "cpu",
+    batched: bool | None = None,
 ) -> dict[str, np.ndarray]:
     """Simulate samples ``start .. start + count - 1`` of the dataset defined by (config, seed).
 
     Returns signals float32 [count, T, H, W] dB path gain (NaN = not measured or below floor_db),
     buildings uint8 [count, H, W] (taller than the receiver), heights float32 [count, H, W] metres,
     tx_pos float32 [count, T, 3] (row, col in cells, height in metres), group int16 [count] (style index).
+
+    ``batched`` (default: on every device but the CPU) runs the device work for many samples at once
+    (``_simulate_batched``); otherwise samples run one by one (on CPU on parallel threads). Both draw
+    the same numbers, so they agree to float rounding.
     """
     if seed < 0 or start < 0 or count < 0:
         raise ValueError("seed, start and count must be >= 0")
     device = torch.device(device)
+    batched = device.type != "cpu" if batched is None else batched
     n, T = config.size, config.frames
+    # Pinned memory lets the device write the signals straight into the returned array, asynchronously.
+    pinned = batched and device.type == "cuda"
     out = {
-        "signals": np.empty((count, T, n, n), np.float32),
+        "signals": torch.empty((count, T, n, n), dtype=torch.float32, pin_memory=pinned).numpy(),
         "buildings": np.empty((count, n, n), np.uint8),
         "heights": np.empty((count, n, n), np.float32),
         "tx_pos": np.empty((count, T, 3), np.float32),
         "group": np.empty((count,), np.int16),
     }
+    if batched:
+        _simulate_batched(config, seed, start, count, device, out)
+        return out
     # On CPU, samples run on parallel threads with single-threaded torch ops: a sample's ops are too small
     # to split well across cores. Each sample has its own generators, so the result does not depend on it.
     workers = min(count, torch.get_num_threads()) if device.type == "cpu" else 1
+
+    def one(index: int) -> tuple[_Sample, np.ndarray]:
+        sample = _prepare(config, seed, index)
+        return sample, _signals(config, [sample], device)[0].cpu().numpy()
+
     with _torch_threads(1 if workers > 1 else None), ThreadPoolExecutor(max(workers, 1)) as pool:
-        samples = pool.map(lambda index: _simulate_one(config, seed, index, device), range(start, start + count))
-        for i, sample in enumerate(samples):
-            for key, value in sample.items():
-                out[key][i] = value
+        for i, (sample, signals) in enumerate(pool.map(one, range(start, start + count))):
+            sample.store(out, i, config.rx_height_m)
+            out["signals"][i] = signals
     return out
+
+
+def _simulate_batched(
+    config: SimConfig, seed: int, start: int, count: int, device: torch.device, out: dict[str, np.ndarray]
+) -> None:
+    """Fill ``out`` with batches of samples whose device work runs as one: cities and transmitters are drawn on
+    host threads a few batches ahead, the device queue never waits on the host inside the loop."""
+    n, T = config.size, config.frames
+    # At least a few batches, so that drawing the cities of the next batches overlaps the device work.
+    per_batch = max(1, min(_BATCH_CELLS[device.type == "cpu"] // (T * n * n), -(-count // _MIN_BATCHES)))
+    starts = list(range(start, start + count, per_batch))
+    signals = torch.from_numpy(out["signals"])
+    # City generation is GIL-bound NumPy (small arrays): two threads overlap it with the device work. On a CPU
+    # the batch's torch ops run single-threaded: multi-threaded ops next to the city threads oversubscribe
+    # the cores, which made them up to 10x slower on a busy 2-core machine.
+    single = _torch_threads(1 if device.type == "cpu" else None)
+    with single, ThreadPoolExecutor(2) as pool:
+        ahead: deque[list[Future[_Sample]]] = deque()
+        for b, first in enumerate(starts):
+            while len(ahead) < 3 and b + len(ahead) < len(starts):
+                lo = starts[b + len(ahead)]
+                stop = min(lo + per_batch, start + count)
+                ahead.append([pool.submit(_prepare, config, seed, index) for index in range(lo, stop)])
+            samples = [future.result() for future in ahead.popleft()]
+            batch = _signals(config, samples, device)
+            i = first - start
+            signals[i : i + len(samples)].copy_(batch, non_blocking=device.type == "cuda")
+            for j, sample in enumerate(samples):
+                sample.store(out, i + j, config.rx_height_m)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)  # the last copies into the (pinned) signals array
+
+
+# Frame-cells (T * H * W, summed over samples) per batch: ~15 float32 temporaries of this size live at once.
+_BATCH_CELLS = {True: 1 << 22, False: 1 << 26}  # keyed by "device is the CPU"
+_MIN_BATCHES = 4
 
 
 @contextmanager
@@ -76,37 +134,82 @@ def _torch_threads(n: int | None) -> Iterator[None]:
             torch.set_num_threads(previous)
 
 
-def _simulate_one(config: SimConfig, seed: int, index: int, device: torch.device) -> dict[str, np.ndarray]:
+@dataclass
+class _Sample:
+    """The host-side part of one sample: everything drawn from its NumPy generator, and its torch seed."""
+
+    heights: np.ndarray  # float32 [H, W] metres
+    free: np.ndarray  # bool [H, W] outdoor cells connected to the street network
+    tx_pos: np.ndarray  # float32 [T, 3]
+    style: str
+    torch_seed: int  # seeds the sample's torch generator: shadowing, noise, random sparsity, in this order
+    visited: np.ndarray | None  # bool [T, H, W] cells of the drive tests (sparsity_mode "path")
+
+    def store(self, out: dict[str, np.ndarray], i: int, rx_height_m: float) -> None:
+        """Write everything but the signals to row i of the output arrays."""
+        out["buildings"][i] = self.heights > rx_height_m
+        out["heights"][i] = self.heights
+        out["tx_pos"][i] = self.tx_pos
+        out["group"][i] = STYLES.index(self.style)
+
+
+def _prepare(config: SimConfig, seed: int, index: int) -> _Sample:
     seq = np.random.SeedSequence([seed, index])
     rng = np.random.default_rng(seq.spawn(1)[0])
-    gen = torch.Generator(device=device)
-    gen.manual_seed(int(seq.generate_state(1, np.uint64)[0] >> np.uint64(1)))
-
-    styles = config.styles
-    style = styles[int(rng.integers(len(styles)))]
+    torch_seed = int(seq.generate_state(1, np.uint64)[0] >> np.uint64(1))
+    style = config.styles[int(rng.integers(len(config.styles)))]
     heights = make_city(style, config.size, rng, config.cell_size_m)
     free = outdoor_component(heights, config.rx_height_m)
     tx_pos = sample_tx(config, heights, free, rng)
+    visited = None
+    if config.measured_fraction < 1 and config.sparsity_mode == "path":
+        # One drive test per frame through the street network, until k distinct cells are visited.
+        _, visited = street_walks(free, config.frames, None, rng, target_cells=_measured_cells(config))
+    return _Sample(heights, free, tx_pos, style, torch_seed, visited)
 
-    h = torch.from_numpy(heights).to(device)[None]
-    gain = path_gain_db(h, torch.from_numpy(tx_pos).to(device)[None], config)[0]
-    T, n = config.frames, config.size
+
+def _signals(config: SimConfig, samples: list[_Sample], device: torch.device) -> torch.Tensor:
+    """Signals [S, T, H, W] dB on ``device`` for S prepared samples, all in batched calls.
+
+    Each sample's random numbers come from its own generator, drawn in the same order whatever the batch.
+    """
+    S, T, n = len(samples), config.frames, config.size
+    heights = to_device(torch.from_numpy(np.stack([s.heights for s in samples])), device)
+    gain = path_gain_db(heights, torch.from_numpy(np.stack([s.tx_pos for s in samples])), config)
+    gens = [torch.Generator(device=device) for _ in samples]
+    for gen, sample in zip(gens, samples, strict=True):
+        gen.manual_seed(sample.torch_seed)
     if config.shadowing_std_db > 0:
         corr_cells = config.shadowing_decorrelation_m / config.cell_size_m
-        gain += shadowing_db(T, n, n, config.shadowing_std_db, corr_cells, gen, device)
+        noise = torch.empty((S, *shadowing_noise_shape(T, n, n, corr_cells)), device=device)
+        for s, gen in enumerate(gens):
+            noise[s].normal_(generator=gen)
+        fields = shadowing_from_noise(noise.flatten(0, 1), n, n, config.shadowing_std_db, corr_cells)
+        gain += fields.view(S, -1, n, n)[:, :T]
     if config.noise_std_db > 0:
-        gain += config.noise_std_db * torch.randn(gain.shape, generator=gen, device=device)
+        noise = torch.empty_like(gain)
+        for s, gen in enumerate(gens):
+            noise[s].normal_(generator=gen)
+        gain += config.noise_std_db * noise
     if config.floor_db is not None:
         gain = torch.where(gain < config.floor_db, float("nan"), gain)
     if config.measured_fraction < 1:
-        gain = torch.where(_measured_mask(config, free, rng, gen, device), gain, float("nan"))
-    return {
-        "signals": gain.cpu().numpy(),
-        "buildings": (heights > config.rx_height_m).astype(np.uint8),
-        "heights": heights,
-        "tx_pos": tx_pos,
-        "group": np.int16(STYLES.index(style)),
-    }
+        if config.sparsity_mode == "path":
+            mask = to_device(torch.from_numpy(np.stack([s.visited for s in samples])), device)
+        else:
+            # Exactly k cells per frame: the k smallest of iid uniforms.
+            u = torch.empty((S, T, n * n), device=device)
+            for s, gen in enumerate(gens):
+                u[s].uniform_(generator=gen)
+            mask = torch.zeros((S * T, n * n), dtype=torch.bool, device=device)
+            mask.scatter_(1, u.view(S * T, -1).argsort(dim=1)[:, : _measured_cells(config)], True)
+        gain = torch.where(mask.view(S, T, n, n), gain, float("nan"))
+    return gain
+
+
+def _measured_cells(config: SimConfig) -> int:
+    """Cells kept per frame."""
+    return max(1, round(config.measured_fraction * config.size**2))
 
 
 def sample_tx(config: SimConfig, heights: np.ndarray, free: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -143,19 +246,3 @@ def _outside_positions(m: int, n: int, margin: float, rng: np.random.Generator) 
         keep = ((cand < -0.5) | (cand > n - 0.5)).any(axis=1)
         out = np.concatenate([out, cand[keep]])
     return out[:m]
-
-
-def _measured_mask(
-    config: SimConfig, free: np.ndarray, rng: np.random.Generator, gen: torch.Generator, device: torch.device
-) -> torch.Tensor:
-    """bool [T, H, W]: cells measured in each frame."""
-    T, n = config.frames, config.size
-    k = max(1, round(config.measured_fraction * n * n))
-    if config.sparsity_mode == "path":
-        # One drive test per frame through the street network, until k distinct cells are visited.
-        _, visited = street_walks(free, T, None, rng, target_cells=k)
-        return torch.from_numpy(visited).to(device)
-    # Exactly k cells per frame: the k smallest of iid uniforms.
-    u = torch.rand((T, n * n), generator=gen, device=device)
-    mask = torch.zeros((T, n * n), dtype=torch.bool, device=device)
-    return mask.scatter_(1, u.argsort(dim=1)[:, :k], True).reshape(T, n, n)
