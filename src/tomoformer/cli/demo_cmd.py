@@ -12,7 +12,7 @@ from typing import Any
 from tomoformer.io import write_text_atomic
 
 # Learned models and their epochs; fitted baselines need no epochs. Sized for ~10 minutes on 2 CPU cores.
-DEMO_MODELS: dict[str, int] = {"tomoformer_tiny": 12, "unet": 12, "seednet": 8}
+DEMO_MODELS: dict[str, int] = {"tomoformer_tiny": 20, "unet": 20, "seednet": 10}
 DEMO_FITTED = ("threshold", "rti")
 
 
