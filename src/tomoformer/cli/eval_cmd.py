@@ -29,7 +29,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run_evaluate)
 
     q = commands.add_parser("predict", help="building probabilities and maps for every sample of a dataset")
-    q.add_argument("--checkpoint", required=True)
+    model = q.add_mutually_exclusive_group(required=True)
+    model.add_argument("--checkpoint", help="a trained checkpoint")
+    model.add_argument("--onnx", help="a file from `tomoformer export --format onnx` (runs with onnxruntime)")
     q.add_argument("--data", required=True, help="dataset; it needs no 'buildings' array")
     q.add_argument("--out", required=True, help="OUT.npz, OUT.h5 or OUT.zarr")
     q.add_argument("--threshold", type=float, default=0.5)
@@ -92,15 +94,25 @@ def run_predict(args: argparse.Namespace) -> int:
     from tomoformer.tasks.inference import predict_probabilities
 
     dataset_format(args.out)  # fail on a bad suffix before the work, not after
-    loaded = load_checkpoint(args.checkpoint)
+    if args.onnx:
+        from tomoformer.export import OnnxPredictor
+
+        predictor = OnnxPredictor(args.onnx)
+        name = predictor.model_name
+    else:
+        loaded = load_checkpoint(args.checkpoint)
+        name = loaded.name
     with open_dataset(args.data) as source:
         dataset = SignalMapDataset(source)
-        probabilities = predict_probabilities(
-            loaded.model, dataset, batch_size=args.batch_size, device=args.device, progress=True
-        )
+        if args.onnx:
+            probabilities = predictor.predict_probabilities(dataset, batch_size=args.batch_size)
+        else:
+            probabilities = predict_probabilities(
+                loaded.model, dataset, batch_size=args.batch_size, device=args.device, progress=True
+            )
         attrs = {
-            "source": f"tomoformer predict {loaded.name}",
-            "checkpoint": str(args.checkpoint),
+            "source": f"tomoformer predict {name}",
+            "checkpoint": str(args.checkpoint or args.onnx),
             "threshold": args.threshold,
             "input": str(args.data),
         }

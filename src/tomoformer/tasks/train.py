@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -138,7 +139,9 @@ def fit_task(
         enable_version_counter=False,
     )
     callbacks: list[Any] = [best]
-    if config.progress:
+    # A live bar only on a terminal: in log files (CI, SLURM) it would print one line per refresh.
+    progress = config.progress and sys.stderr.isatty()
+    if progress:
         callbacks.append(RichProgressBar(leave=True))
     cuda = torch.cuda.is_available() and config.accelerator in ("auto", "gpu", "cuda")
     precision = config.precision or ("bf16-mixed" if cuda else "32-true")
@@ -166,7 +169,7 @@ def fit_task(
         ],
         callbacks=callbacks,
         deterministic=not cuda,
-        enable_progress_bar=config.progress,
+        enable_progress_bar=progress,
         enable_model_summary=False,
         log_every_n_steps=1,
         num_sanity_val_steps=0,

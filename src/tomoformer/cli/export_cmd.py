@@ -1,0 +1,33 @@
+"""``tomoformer export``: a checkpoint as ONNX, a ``torch.export`` program (.pt2) or safetensors."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "export",
+        help="export a checkpoint as ONNX, a torch.export program (.pt2) or safetensors",
+        description=(
+            "onnx: inputs signals [B,T,H,W] dB (NaN = missing) and tx_pos [B,T,3] in cells (NaN rows = unknown), "
+            "output logits [B,H,W]; B and T dynamic, H and W fixed by --height/--width. "
+            "torchscript: a torch.export program (.pt2) with the same interface. "
+            "safetensors: weights and metadata, loadable as a checkpoint."
+        ),
+    )
+    p.add_argument("--checkpoint", required=True, help="a .ckpt or .safetensors checkpoint")
+    p.add_argument("--format", required=True, dest="fmt", help="onnx | torchscript | safetensors")
+    p.add_argument("--out", required=True, help="OUT.onnx, OUT.pt2 or OUT.safetensors")
+    p.add_argument("--height", type=int, help="map height in cells for onnx/torchscript (default 100)")
+    p.add_argument("--width", type=int, help="map width in cells for onnx/torchscript (default 100)")
+    p.add_argument("--opset", type=int, help="ONNX opset version (default: the exporter's)")
+    p.set_defaults(handler=run_export)
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from tomoformer.export import export_model
+
+    out = export_model(args.checkpoint, args.fmt, args.out, height=args.height, width=args.width, opset=args.opset)
+    print(f"wrote {out}")
+    return 0

@@ -1,0 +1,266 @@
+"""Fine-tuning policies: which parameters of a pretrained model train, and at which learning rate.
+
+A policy is parsed from a short string (``--policy`` on the command line):
+
+* ``full``: everything trains.
+* ``head``: linear probe; only ``model.get_classifier()`` trains.
+* ``freeze:K``: the stem and the first K layer groups after it are frozen (see :func:`layer_groups`).
+* ``llrd:G``: everything trains; group i of n (stem = 0, head = n-1) gets lr x G**(n-1-i).
+* ``lora:R``: LoRA adapters of rank R (``peft``) on the attention and MLP projections; only the adapters and the
+  head train. :func:`merge_lora` folds them back into the plain registry model.
+* ``lp-ft`` or ``lp-ft:F``: linear probe for the first fraction F (default 0.5) of the optimisation steps, then
+  full fine-tuning (Kumar et al. 2022, "Fine-Tuning can Distort Pretrained Features").
+
+Layer groups come from the model's timm-style ``group_matcher(coarse=True)``; models without one get a matcher
+here: for ``unet`` the stem is ``stem`` and the groups are its encoder stages ``down.i`` (so ``freeze:K`` freezes
+the stem and the first K downsampling stages), for ``seednet`` the stem is the per-frame CNN and the groups are
+the Transformer encoder layers. Everything a matcher does not name (decoder, final norm, head) forms the last group.
+
+Frozen means frozen: ``requires_grad=False`` (so optimisers never see the parameters) and every BatchNorm inside
+a frozen part stays in eval mode even after ``.train()``, so its running statistics never move.
+"""
+
+from __future__ import annotations
+
+import re
+import types
+from dataclasses import dataclass
+from typing import Any
+
+from timm.models._manipulate import group_parameters
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from tomoformer.errors import ConfigError
+
+__all__ = [
+    "POLICY_HELP",
+    "Policy",
+    "apply_policy",
+    "count_parameters",
+    "freeze_module",
+    "layer_decay_groups",
+    "layer_groups",
+    "lora_target_modules",
+    "merge_lora",
+    "parse_policy",
+    "unfreeze_module",
+]
+
+POLICY_HELP = "full, head, freeze:K, llrd:G, lora:R or lp-ft[:F]"
+
+# Layer matchers (timm group_matcher format) for registry models that do not define group_matcher themselves.
+_MATCHERS: dict[str, dict[str, Any]] = {
+    "UNet": {"stem": r"^stem", "blocks": r"^down\.(\d+)"},
+    "SeedNet": {"stem": r"^cnn", "blocks": r"^encoder\.layers\.(\d+)"},
+}
+# Linear projections of timm Blocks (attention and MLP) and of TomoFormer's frame pooling.
+_LORA_PATTERN = re.compile(r"(^|\.)blocks\.\d+\.(attn\.(qkv|proj)|mlp\.fc[12])$|^agg\.(q|kv|proj|merge|mlp\.fc[12])$")
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A parsed policy: ``kind`` in {full, head, freeze, llrd, lora, lp-ft} and its numeric ``value`` (or None)."""
+
+    kind: str
+    value: float | int | None = None
+
+    def __str__(self) -> str:
+        return self.kind if self.value is None else f"{self.kind}:{self.value}"
+
+
+def parse_policy(text: str) -> Policy:
+    """``"lora:8"`` → ``Policy("lora", 8)``; a bad string raises ConfigError with one line."""
+    kind, sep, raw = str(text).strip().partition(":")
+    kind = kind.lower()
+
+    def bad(why: str) -> ConfigError:
+        return ConfigError(f"bad fine-tuning policy {text!r}: {why} (expected {POLICY_HELP})")
+
+    if kind in ("full", "head"):
+        if sep:
+            raise bad(f"{kind!r} takes no value")
+        return Policy(kind)
+    if kind == "lp-ft" and not sep:
+        return Policy(kind, 0.5)
+    if kind not in ("freeze", "llrd", "lora", "lp-ft"):
+        raise bad("unknown kind")
+    if not raw:
+        raise bad(f"{kind!r} needs a value")
+    try:
+        value = int(raw) if kind in ("freeze", "lora") else float(raw)
+    except ValueError:
+        raise bad(f"{raw!r} is not a{'n integer' if kind in ('freeze', 'lora') else ' number'}") from None
+    if kind == "freeze" and value < 0:
+        raise bad("K must be >= 0")
+    if kind == "lora" and value < 1:
+        raise bad("rank R must be >= 1")
+    if kind == "llrd" and not 0 < value <= 1:
+        raise bad("decay G must lie in (0, 1]")
+    if kind == "lp-ft" and not 0 < value < 1:
+        raise bad("probe fraction F must lie in (0, 1)")
+    return Policy(kind, value)
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts, from ``requires_grad``."""
+    params = list(model.parameters())
+    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
+
+
+def layer_groups(model: nn.Module) -> list[list[str]]:
+    """Parameter names in layer groups ordered from stem (index 0) to head (last): stem, blocks..., rest."""
+    if hasattr(model, "group_matcher"):
+        matcher = model.group_matcher(coarse=True)
+    elif type(model).__name__ in _MATCHERS:
+        matcher = _MATCHERS[type(model).__name__]
+    else:
+        raise ConfigError(f"model {type(model).__name__} has no layer groups (no group_matcher) for this policy")
+    groups = group_parameters(model, matcher)
+    return [groups[k] for k in sorted(groups)]
+
+
+def _pinned_eval_train(self: nn.Module, mode: bool = True) -> nn.Module:
+    # Instance-level replacement of nn.Module.train for frozen BatchNorm: parents call child.train(mode).
+    return nn.Module.train(self, False)
+
+
+def freeze_module(module: nn.Module) -> None:
+    """Stop ``module`` from learning: requires_grad=False and BatchNorm layers pinned to eval mode."""
+    for param in module.parameters():
+        param.requires_grad_(False)
+    for sub in module.modules():
+        if isinstance(sub, _BatchNorm):
+            sub.train = types.MethodType(_pinned_eval_train, sub)
+            sub.eval()
+
+
+def unfreeze_module(module: nn.Module) -> None:
+    """Undo :func:`freeze_module` (BatchNorm follows its parent's mode again from the next ``.train()``)."""
+    for param in module.parameters():
+        param.requires_grad_(True)
+    for sub in module.modules():
+        if isinstance(sub, _BatchNorm) and "train" in sub.__dict__:
+            del sub.train
+
+
+def _freeze_names(model: nn.Module, names: set[str]) -> None:
+    """Freeze the parameters called ``names``, and every BatchNorm whose parameters are all among them."""
+    for name, param in model.named_parameters():
+        if name in names:
+            param.requires_grad_(False)
+    for module_name, sub in model.named_modules():
+        if isinstance(sub, _BatchNorm):
+            own = {f"{module_name}.{n}" if module_name else n for n, _ in sub.named_parameters()}
+            if own and own <= names:
+                freeze_module(sub)
+
+
+def freeze_all_but_head(model: nn.Module) -> None:
+    """Linear probe: freeze everything except ``model.get_classifier()``."""
+    if not hasattr(model, "get_classifier"):
+        raise ConfigError(f"model {type(model).__name__} has no get_classifier(): no head to probe")
+    freeze_module(model)
+    unfreeze_module(model.get_classifier())
+
+
+def lora_target_modules(model: nn.Module) -> list[str]:
+    """Names of the modules LoRA adapts: timm Block attention/MLP projections and frame-pooling linears;
+    for models without those, every Linear and Conv2d the forward calls, except the head."""
+    names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and _LORA_PATTERN.search(n)]
+    if names:
+        return names
+    head = model.get_classifier() if hasattr(model, "get_classifier") else None
+    # nn.MultiheadAttention reads out_proj.weight directly, so an adapter there would never run.
+    skip = {id(m.out_proj) for m in model.modules() if isinstance(m, nn.MultiheadAttention)}
+    return [
+        n for n, m in model.named_modules() if type(m) in (nn.Linear, nn.Conv2d) and m is not head and id(m) not in skip
+    ]
+
+
+def inject_lora(model: nn.Module, rank: int, alpha: float | None = None, dropout: float = 0.0) -> nn.Module:
+    """Add LoRA adapters of ``rank`` in place; freeze everything else except the head. Returns ``model``."""
+    from peft import LoraConfig, inject_adapter_in_model
+
+    targets = lora_target_modules(model)
+    if not targets:
+        raise ConfigError(f"model {type(model).__name__} has no layers LoRA can adapt")
+    config = LoraConfig(r=rank, lora_alpha=alpha or rank, lora_dropout=dropout, target_modules=targets, bias="none")
+    freeze_module(model)
+    inject_adapter_in_model(config, model)
+    for name, param in model.named_parameters():
+        param.requires_grad_("lora_" in name)
+    for layer in model.modules():
+        if isinstance(layer, nn.TransformerEncoderLayer) and "_fastpath_kind" not in layer.__dict__:
+            # The eval fast path reads linear1/linear2 weights directly and would skip the adapters; with a false
+            # activation flag forward() takes the plain path (the activation itself is ``layer.activation``).
+            layer._fastpath_kind = layer.activation_relu_or_gelu
+            layer.activation_relu_or_gelu = 0
+    if hasattr(model, "get_classifier"):
+        unfreeze_module(model.get_classifier())
+    return model
+
+
+def merge_lora(model: nn.Module) -> nn.Module:
+    """Fold every LoRA adapter into its base layer and remove the adapter modules, in place.
+
+    The result has exactly the parameter names of the plain registry model, so its ``state_dict`` loads into
+    ``create_model(name, **kwargs)``. A model without adapters is returned unchanged.
+    """
+    from peft.tuners.lora import LoraLayer
+
+    for name, module in list(model.named_modules()):
+        if not isinstance(module, LoraLayer):
+            continue
+        module.merge(safe_merge=True)
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, module.get_base_layer())
+    for layer in model.modules():
+        if isinstance(layer, nn.TransformerEncoderLayer) and "_fastpath_kind" in layer.__dict__:
+            layer.activation_relu_or_gelu = layer.__dict__.pop("_fastpath_kind")
+    return model
+
+
+def layer_decay_groups(
+    model: nn.Module, lr: float, decay: float, weight_decay: float, no_weight_decay: set[str] | None = None
+) -> list[dict[str, Any]]:
+    """AdamW groups with layer-wise LR decay: group i of n gets ``lr * decay**(n-1-i)`` (head = lr).
+
+    Like ``timm.optim.param_groups_layer_decay`` but over :func:`layer_groups`, so it works for every registry
+    model; biases, norms and ``no_weight_decay()`` names get no weight decay. Frozen parameters are left out.
+    """
+    skip = set(no_weight_decay or ())
+    params = dict(model.named_parameters())
+    groups = layer_groups(model)
+    n = len(groups)
+    out: list[dict[str, Any]] = []
+    for i, names in enumerate(groups):
+        scale = decay ** (n - 1 - i)
+        decayed = [params[k] for k in names if params[k].requires_grad and params[k].ndim > 1 and k not in skip]
+        plain = [params[k] for k in names if params[k].requires_grad and (params[k].ndim <= 1 or k in skip)]
+        for chunk, wd in ((decayed, weight_decay), (plain, 0.0)):
+            if chunk:
+                out.append({"params": chunk, "weight_decay": wd, "lr": lr * scale, "lr_scale": scale, "layer": i})
+    return out
+
+
+def apply_policy(model: nn.Module, policy: Policy | str) -> nn.Module:
+    """Freeze / adapt ``model`` in place as ``policy`` says (LoRA wraps layers); returns ``model``.
+
+    ``llrd`` changes no parameters here (see :func:`layer_decay_groups`); ``lp-ft`` starts in its probe phase.
+    """
+    policy = parse_policy(policy) if isinstance(policy, str) else policy
+    if policy.kind in ("head", "lp-ft"):
+        freeze_all_but_head(model)
+    elif policy.kind == "freeze":
+        groups = layer_groups(model)
+        k = int(policy.value or 0)
+        if k > len(groups) - 2:
+            raise ConfigError(f"freeze:{k}: model {type(model).__name__} has only {len(groups) - 2} blocks")
+        _freeze_names(model, {name for group in groups[: k + 1] for name in group})
+    elif policy.kind == "lora":
+        inject_lora(model, int(policy.value or 1))
+    elif policy.kind == "llrd":
+        layer_groups(model)  # fail early for a model without layer groups
+    return model
