@@ -17,7 +17,17 @@ EXIT_USER_ERROR = 2
 
 def build_parser() -> argparse.ArgumentParser:
     from tomoformer import __version__
-    from tomoformer.cli import data_cmd, demo_cmd, eval_cmd, export_cmd, finetune_cmd, simulate_cmd, train_cmd
+    from tomoformer.cli import (
+        data_cmd,
+        demo_cmd,
+        eval_cmd,
+        export_cmd,
+        finetune_cmd,
+        pretrain_cmd,
+        simulate_cmd,
+        study_cmd,
+        train_cmd,
+    )
 
     parser = argparse.ArgumentParser(
         prog="tomoformer",
@@ -25,7 +35,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"tomoformer {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (demo_cmd, simulate_cmd, data_cmd, train_cmd, finetune_cmd, eval_cmd, export_cmd):
+    for module in (
+        demo_cmd,
+        simulate_cmd,
+        data_cmd,
+        train_cmd,
+        pretrain_cmd,
+        finetune_cmd,
+        study_cmd,
+        eval_cmd,
+        export_cmd,
+    ):
         module.register(commands)
     return parser
 

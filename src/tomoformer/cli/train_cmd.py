@@ -73,6 +73,7 @@ def train_config_from_args(args: argparse.Namespace) -> Any:
     from tomoformer.tasks.train import TrainConfig
 
     values: dict[str, Any] = read_yaml(args.config) if getattr(args, "config", None) else {}
+    _check_types(values, TrainConfig, "")
     for name in _TRAIN_FLAGS:
         if hasattr(args, name):
             values[name] = getattr(args, name)
@@ -96,6 +97,38 @@ def train_config_from_args(args: argparse.Namespace) -> Any:
     if config.max_epochs < 1 and config.max_steps < 1:
         raise ConfigError("give --max-epochs or --max-steps of at least 1")
     return config
+
+
+_TYPES: dict[str, tuple[type, ...]] = {
+    "int": (int,),
+    "float": (int, float),
+    "str": (str,),
+    "bool": (bool,),
+    "None": (type(None),),
+    "dict[str, Any]": (dict,),
+    "AugmentOptions": (dict,),
+}
+
+
+def _check_types(values: dict[str, Any], cls: type, prefix: str) -> None:
+    """Refuse a YAML value of the wrong type (``max_epochs: ten``) with one line, before it fails deep inside."""
+    import dataclasses
+
+    from tomoformer.data.datamodule import AugmentOptions
+
+    for f in dataclasses.fields(cls):
+        if f.name not in values:
+            continue
+        value, allowed = values[f.name], str(f.type).split(" | ")
+        kinds = tuple(t for name in allowed for t in _TYPES.get(name.strip(), (object,)))
+        if not isinstance(value, kinds) or (isinstance(value, bool) and "bool" not in allowed):
+            raise ConfigError(f"option {prefix}{f.name} is {value!r}, expected {str(f.type).replace(' | ', ' or ')}")
+        if f.name == "augment" and isinstance(value, dict):
+            _check_types(value, AugmentOptions, "augment.")
+    if isinstance(values.get("model_kwargs"), dict):
+        bad = [k for k in values["model_kwargs"] if not isinstance(k, str) or not k.isidentifier()]
+        if bad:
+            raise ConfigError(f"model_kwargs: {bad[0]!r} is not an option name")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -167,6 +167,10 @@ def structure_problems(dataset: SignalDataset) -> list[str]:
     arrays = dataset.arrays
     if "signals" not in arrays:
         return ["array 'signals' is missing"]
+    # A group (HDF5, Zarr) under an array's name has no shape: name it instead of crashing on it.
+    not_arrays = [key for key, value in arrays.items() if not hasattr(value, "shape") or not hasattr(value, "dtype")]
+    if not_arrays:
+        return [f"{key!r} is not an array (a group?)" for key in not_arrays]
     for key, ndim in _EXPECTED_NDIM.items():
         if key in arrays and len(arrays[key].shape) != ndim:
             problems.append(f"array {key!r} has {len(arrays[key].shape)} dimensions, expected {ndim}")
@@ -193,11 +197,15 @@ def structure_problems(dataset: SignalDataset) -> list[str]:
     if unit not in SIGNAL_UNITS:
         problems.append(f"attribute 'signal_unit' is {unit!r}, expected one of {', '.join(SIGNAL_UNITS)}")
     cell = dataset.attrs.get("cell_size_m", DEFAULT_ATTRS["cell_size_m"])
-    if not isinstance(cell, int | float) or not np.isfinite(cell) or cell <= 0:
+    if not _is_number(cell) or not 0 < float(cell) < np.inf:
         problems.append(f"attribute 'cell_size_m' is {cell!r}, expected a positive number of metres")
     n_total, n_written = dataset.attrs.get("n_total"), dataset.attrs.get("n_written")
-    if n_total is not None and n_written is not None and n_written < n_total:
-        problems.append(f"store is incomplete: {n_written} of {n_total} samples written (rerun with --resume)")
+    if n_total is not None or n_written is not None:
+        # Files from other tools may carry these names with any value: never compare blindly.
+        if not (_is_number(n_total) and _is_number(n_written)):
+            problems.append(f"attributes 'n_total'/'n_written' are {n_total!r}/{n_written!r}, expected numbers")
+        elif n_written < n_total:
+            problems.append(f"store is incomplete: {n_written} of {n_total} samples written (rerun with --resume)")
     return problems
 
 
@@ -234,6 +242,10 @@ def _value_problems(dataset: SignalDataset, chunk: int) -> list[str]:
             n_inf = sum(int(np.isinf(block).sum()) for block in dataset.iter_chunks("tx_pos", chunk))
             if n_inf:
                 problems.append(f"array 'tx_pos' has {n_inf} infinite values (use NaN for 'unknown')")
+        for key in ("group", "heights"):
+            # Read the rest too: a store that validates must never fail later on a corrupt chunk.
+            for _ in dataset.iter_chunks(key, chunk) if key in dataset.arrays else ():
+                pass
     except DataError as err:
         problems.append(str(err).split(": ", 1)[-1])
     return problems
@@ -296,6 +308,8 @@ def _open_npz(path: Path) -> SignalDataset:
             names = set(npz.files)
             arrays = {key: npz[key] for key in ARRAY_KEYS if key in names}
             attrs = json.loads(str(npz["attrs"])) if "attrs" in names else {}
+        if not isinstance(attrs, dict):
+            raise ValueError(f"member 'attrs' holds a {type(attrs).__name__}, expected a JSON object")
     except (OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError, json.JSONDecodeError) as err:
         raise DataError(f"{path}: not a readable .npz file ({_short(err)})") from None
     except Exception as err:  # zlib.error and friends from a truncated member
@@ -310,8 +324,12 @@ def _open_h5(path: Path) -> SignalDataset:
         handle = h5py.File(path, "r")
     except OSError as err:
         raise DataError(f"{path}: not a readable HDF5 file ({_short(err)})") from None
-    arrays = {key: handle[key] for key in ARRAY_KEYS if key in handle}
-    attrs = {k: _plain(v) for k, v in handle.attrs.items()}
+    try:
+        arrays = {key: handle[key] for key in ARRAY_KEYS if key in handle}
+        attrs = {k: _plain(v) for k, v in handle.attrs.items()}
+    except Exception as err:  # a corrupt header surfaces as KeyError, RuntimeError, OSError ...
+        handle.close()
+        raise DataError(f"{path}: corrupt HDF5 file ({_short(err)})") from None
     return SignalDataset(path=path, format="h5", arrays=arrays, attrs=attrs, _handle=handle)
 
 
@@ -414,6 +432,10 @@ def convert(src: str | os.PathLike[str], dst: str | os.PathLike[str], dtype: str
     return write_dataset(dst, arrays, attrs)
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool | np.bool_)
+
+
 def _jsonable(attrs: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(attrs, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
 
@@ -426,6 +448,8 @@ def _plain(value: Any) -> Any:
             return json.loads(value)
         except json.JSONDecodeError:
             return value
+    if isinstance(value, np.ndarray) and value.size != 1:
+        return value.tolist()  # array attributes written by other tools
     return value.item() if hasattr(value, "item") else value
 
 

@@ -125,6 +125,8 @@ def fit_task(
     from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
+    from tomoformer.tasks.checkpoint_io import AtomicCheckpointIO
+
     start = time.perf_counter() if start is None else start
     n_params = sum(p.numel() for p in task.parameters())
     n_train = sum(p.numel() for p in task.parameters() if p.requires_grad)
@@ -173,6 +175,7 @@ def fit_task(
         enable_model_summary=False,
         log_every_n_steps=1,
         num_sanity_val_steps=0,
+        plugins=[AtomicCheckpointIO()],
     )
     trainer.fit(task, datamodule=datamodule, ckpt_path=resume_from)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val_")}

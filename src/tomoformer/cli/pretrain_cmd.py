@@ -1,0 +1,112 @@
+"""``tomoformer pretrain``: supervised pretraining on a dataset store (like ``train``) or on samples simulated on
+the fly (``--stream``), new ones every epoch, validated on a fixed simulated set."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+from tomoformer.cli.common import add_config_flag, parse_key_values
+from tomoformer.cli.train_cmd import _TRAIN_FLAGS, train_config_from_args
+from tomoformer.errors import ConfigError
+
+_S = argparse.SUPPRESS
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser("pretrain", help="pretrain a model on a dataset or on data simulated on the fly")
+    for name, kind in _TRAIN_FLAGS.items():
+        p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, default=_S)
+    p.add_argument("--model-opt", dest="model_opts", action="append", metavar="KEY=VALUE", help="model option")
+    p.add_argument("--resume", action="store_true", default=_S, help="continue from OUT/checkpoints/last.ckpt")
+    p.add_argument("--no-progress", dest="progress", action="store_false", default=_S)
+    p.add_argument("--no-d4", dest="d4", action="store_false", default=_S, help="no symmetry augmentation")
+    p.add_argument("--frames", dest="max_frames", type=int, default=_S, help="random subsets of at most N frames")
+    p.add_argument("--min-frames", dest="min_frames", type=int, default=_S)
+    p.add_argument("--min-keep-fraction", dest="min_keep_fraction", type=float, default=_S)
+    add_config_flag(p)
+    s = p.add_argument_group("streaming from the simulator")
+    s.add_argument("--stream", action="store_true", help="simulate new training samples every epoch")
+    s.add_argument("--sim-config", metavar="YAML", help="SimConfig fields (see `tomoformer simulate`)")
+    s.add_argument("--set", dest="overrides", action="append", metavar="KEY=VALUE", help="a SimConfig field")
+    s.add_argument("--samples-per-epoch", type=int, default=1024, help="simulated training samples per epoch")
+    s.add_argument("--val-samples", type=int, default=64, help="size of the fixed simulated validation set")
+    p.set_defaults(handler=run)
+
+
+def sim_config_from_args(args: argparse.Namespace) -> Any:
+    """SimConfig defaults < ``--sim-config`` YAML < ``--set`` pairs."""
+    from tomoformer.cli.common import read_yaml
+    from tomoformer.sim.config import SimConfig
+
+    values: dict[str, Any] = read_yaml(args.sim_config) if args.sim_config else {}
+    values.update(parse_key_values(args.overrides, "--set"))
+    return SimConfig.from_dict(values)
+
+
+def run_stream_pretraining(config: Any, sim: Any, samples_per_epoch: int, val_samples: int) -> Any:
+    """Train ``config.model`` on a :class:`SimulatorDataModule`; the run folder is the same as ``train``'s, and its
+    ``config.yaml`` also records the simulator config (``stream``). ``config.data``/``val_data`` are ignored.
+
+    ``config``: a TrainConfig; ``sim``: a SimConfig. Returns a TrainResult.
+    """
+    import lightning as L
+    import yaml
+
+    from tomoformer.data.stream import SimulatorDataModule
+    from tomoformer.io import write_text_atomic
+    from tomoformer.models.registry import create_model
+    from tomoformer.tasks.mapping import MappingTask
+    from tomoformer.tasks.train import _plain_attrs, fit_task
+
+    if samples_per_epoch < 1 or val_samples < 1:
+        raise ConfigError("--samples-per-epoch and --val-samples must be at least 1")
+    if getattr(create_model(config.model, **config.model_kwargs), "requires_fit", False):
+        raise ConfigError(f"model {config.model!r} is fitted, not trained: use `tomoformer train --data`")
+    start = time.perf_counter()
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stream = {"sim_config": sim.to_dict(), "samples_per_epoch": samples_per_epoch, "val_samples": val_samples}
+    record = {**config.to_dict(), "data": None, "val_data": None, "stream": stream}
+    write_text_atomic(out / "config.yaml", yaml.safe_dump(record, sort_keys=False))
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    datamodule = SimulatorDataModule(
+        sim,
+        samples_per_epoch=samples_per_epoch,
+        val_samples=val_samples,
+        batch_size=config.batch_size,
+        num_workers=config.num_workers,
+        augment=config.augment,
+        seed=config.seed,
+    )
+    datamodule.setup()
+    task = MappingTask(
+        model=config.model,
+        model_kwargs=config.model_kwargs,
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        warmup_fraction=config.warmup_fraction,
+        dice_weight=config.dice_weight,
+        data_attrs=_plain_attrs(datamodule.attrs),
+    )
+    return fit_task(task, datamodule, config, out, start)
+
+
+def run(args: argparse.Namespace) -> int:
+    from tomoformer.tasks.train import run_training
+
+    config = train_config_from_args(args)
+    if args.stream:
+        if hasattr(args, "data") or hasattr(args, "val_data"):
+            raise ConfigError("give either --stream or --data, not both")
+        result = run_stream_pretraining(config, sim_config_from_args(args), args.samples_per_epoch, args.val_samples)
+    else:
+        if args.sim_config or args.overrides:
+            raise ConfigError("--sim-config and --set need --stream")
+        result = run_training(config)
+    shown = ", ".join(f"{k}={v:.4f}" for k, v in sorted(result.metrics.items()))
+    print(f"done in {result.seconds:.0f} s: {shown}")
+    print(f"best checkpoint: {result.best_checkpoint}")
+    return 0

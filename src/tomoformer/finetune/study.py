@@ -1,0 +1,204 @@
+"""Fine-tuning study: validation IoU against downstream training-set size, one curve per fine-tuning policy.
+
+For every size, a seeded random subset of the downstream data (nested: the subset of size 16 is contained in the
+one of size 64) is fine-tuned from the checkpoint under every policy, and the same architecture is trained from
+random initialisation (``scratch``), all under the same budget (``max_epochs`` / ``max_steps``). Validation uses
+``val_data`` or a fixed held-out part of ``data`` that no subset touches. Each run is a normal run folder under
+``out/runs``; subsets are written as small temporary ``.npz`` files that are removed at the end.
+
+``out/results.csv`` (size, policy, val_iou, trainable_params, total_params, seconds) is rewritten atomically after
+every run, so an interrupted study is usable, and ``resume=True`` skips the runs already in it. ``val_iou`` is the
+best validation IoU over the run's epochs (the one of ``best.ckpt``). ``out/iou_vs_size.png`` and
+``out/summary.md`` are written at the end.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tomoformer.checkpoint import load_checkpoint
+from tomoformer.data.datamodule import split_indices
+from tomoformer.data.format import open_dataset, write_dataset
+from tomoformer.errors import ConfigError
+from tomoformer.finetune.policies import apply_policy, count_parameters, parse_policy
+from tomoformer.io import write_text_atomic
+from tomoformer.models.registry import create_model
+from tomoformer.tasks.train import TrainConfig
+
+SCRATCH = "scratch"
+COLUMNS = ("size", "policy", "val_iou", "trainable_params", "total_params", "seconds")
+
+
+@dataclass
+class StudyRow:
+    """One run of the study."""
+
+    size: int
+    policy: str
+    val_iou: float
+    trainable_params: int
+    total_params: int
+    seconds: float
+
+
+def run_study(
+    checkpoint: str | Path,
+    data: str | Path,
+    out: str | Path,
+    sizes: Sequence[int],
+    policies: Sequence[str],
+    config: TrainConfig | None = None,
+    val_data: str | Path | None = None,
+    scratch: bool = True,
+    resume: bool = False,
+) -> list[StudyRow]:
+    """Run every (size, policy) pair plus ``scratch`` per size; write results.csv, iou_vs_size.png, summary.md.
+
+    ``config`` gives the shared budget and optimiser settings (its ``data``, ``val_data``, ``out``, ``model`` and
+    ``model_kwargs`` are set per run); ``config.val_fraction`` is the held-out part of ``data`` without
+    ``val_data``, and ``config.seed`` seeds both the split and the subsets.
+    """
+    from tomoformer.finetune.run import run_finetune
+    from tomoformer.tasks.train import run_training
+
+    config = config or TrainConfig()
+    out = Path(out)
+    sizes = sorted({int(s) for s in sizes})
+    if not sizes or sizes[0] < 1:
+        raise ConfigError("study sizes must be positive integers")
+    names = [str(parse_policy(p)) for p in policies]  # a bad policy fails before anything runs
+    loaded = load_checkpoint(checkpoint)
+    for name in names:  # e.g. freeze:K deeper than the model: fail now, not hours into the study
+        apply_policy(create_model(loaded.name, **loaded.model_kwargs), name)
+    names = list(dict.fromkeys(names + ([SCRATCH] if scratch else [])))
+    out.mkdir(parents=True, exist_ok=True)
+    done = _read_rows(out / "results.csv") if resume else []
+    rows = list(done)
+    with tempfile.TemporaryDirectory(dir=out, prefix=".subsets-") as tmp:
+        subsets, val_path = _write_subsets(Path(data), val_data, sizes, config, Path(tmp))
+        for size in sizes:
+            for name in names:
+                if any(r.size == size and r.policy == name for r in done):
+                    continue
+                run_config = dataclasses.replace(
+                    config,
+                    data=str(subsets[size]),
+                    val_data=str(val_path),
+                    out=str(out / "runs" / f"n{size}-{name.replace(':', '-')}"),
+                    model=loaded.name,
+                    model_kwargs=dict(loaded.model_kwargs),
+                    resume=False,
+                )
+                print(f"study: size {size}, policy {name}")
+                if name == SCRATCH:
+                    result = run_training(run_config)
+                    trainable, total = count_parameters(create_model(loaded.name, **loaded.model_kwargs))
+                else:
+                    tuned = run_finetune(checkpoint, name, run_config)
+                    result, trainable, total = tuned.train, tuned.trainable, tuned.total
+                iou = result.metrics.get("best_val_iou", result.metrics.get("val_iou", float("nan")))
+                rows.append(StudyRow(size, name, float(iou), trainable, total, result.seconds))
+                write_results(rows, out / "results.csv")
+    write_summary(rows, out)
+    return rows
+
+
+def _write_subsets(
+    data: Path, val_data: str | Path | None, sizes: list[int], config: TrainConfig, tmp: Path
+) -> tuple[dict[int, Path], Path]:
+    """Nested seeded subsets of the training pool as ``.npz`` files, and the validation file to use."""
+    with open_dataset(data, require_buildings=True) as source:
+        n = len(source)
+        if val_data is None:
+            pool, val_idx = split_indices(n, config.val_fraction, config.seed)
+        else:
+            pool, val_idx = np.arange(n), None
+        if sizes[-1] > len(pool):
+            held = "" if val_data is not None else f" after holding out {n - len(pool)} for validation"
+            raise ConfigError(f"{data}: size {sizes[-1]} is more than the {len(pool)} training samples{held}")
+        order = np.random.default_rng(config.seed).permutation(pool)
+        attrs = dict(source.attrs)
+
+        def subset(indices: np.ndarray, path: Path) -> Path:
+            indices = np.sort(indices)
+            return write_dataset(path, {key: source.read(key, indices) for key in source.arrays}, attrs)
+
+        subsets = {size: subset(order[:size], tmp / f"train-{size}.npz") for size in sizes}
+        val_path = Path(val_data) if val_idx is None else subset(val_idx, tmp / "val.npz")
+    return subsets, val_path
+
+
+def write_results(rows: Sequence[StudyRow], path: Path) -> None:
+    """``results.csv`` with one row per run, written atomically."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    for r in rows:
+        writer.writerow([r.size, r.policy, f"{r.val_iou:.6f}", r.trainable_params, r.total_params, f"{r.seconds:.2f}"])
+    write_text_atomic(path, buffer.getvalue())
+
+
+def _read_rows(path: Path) -> list[StudyRow]:
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        return [
+            StudyRow(
+                int(r["size"]),
+                r["policy"],
+                float(r["val_iou"]),
+                int(r["trainable_params"]),
+                int(r["total_params"]),
+                float(r["seconds"]),
+            )
+            for r in csv.DictReader(f)
+        ]
+
+
+def write_summary(rows: Sequence[StudyRow], out: Path) -> None:
+    """``iou_vs_size.png`` (IoU against set size, log x, one line per policy) and ``summary.md`` (IoU table)."""
+    from tomoformer.evaluation.figures import save_figure
+
+    policies = list(dict.fromkeys(r.policy for r in rows))
+    sizes = sorted({r.size for r in rows})
+    by_key = {(r.size, r.policy): r for r in rows}
+    save_figure(_figure(rows, policies), out / "iou_vs_size.png")
+    header = "| policy | trainable params | " + " | ".join(f"n={s}" for s in sizes) + " |"
+    lines = ["# Fine-tuning study", "", "Best validation IoU per downstream training-set size.", "", header]
+    lines.append("|" + "---|" * (len(sizes) + 2))
+    for policy in policies:
+        first = next(r for r in rows if r.policy == policy)
+        cells = [f"{by_key[s, policy].val_iou:.4f}" if (s, policy) in by_key else "" for s in sizes]
+        share = 100 * first.trainable_params / max(first.total_params, 1)
+        lines.append(f"| {policy} | {first.trainable_params:,} ({share:.1f}%) | " + " | ".join(cells) + " |")
+    write_text_atomic(out / "summary.md", "\n".join(lines) + "\n")
+
+
+def _figure(rows: Sequence[StudyRow], policies: list[str]):  # -> matplotlib Figure
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 4))
+    ax = fig.add_subplot()
+    for policy in policies:
+        points = sorted((r.size, r.val_iou) for r in rows if r.policy == policy)
+        style = "--" if policy == SCRATCH else "-"
+        ax.plot([p[0] for p in points], [p[1] for p in points], style, marker="o", label=policy)
+    ax.set_xscale("log")
+    # Ticks at the studied sizes, written as plain integers (log axes default to 4x10^0 style labels).
+    sizes = sorted({r.size for r in rows})
+    ax.set_xticks(sizes, [str(s) for s in sizes])
+    ax.set_xticks([], minor=True)
+    ax.set_xlabel("downstream training samples")
+    ax.set_ylabel("validation IoU")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,94 @@
+"""`tomoformer finetune-study`: every (size, policy) run plus scratch, results CSV, figure and summary."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from tomoformer.cli import main
+from tomoformer.finetune.study import StudyRow, run_study, write_results
+from tomoformer.tasks.train import TrainConfig
+
+TINY = {"embed_dim": 32, "depth": 1, "num_heads": 2, "patch_size": 4}
+COMMON = ["--max-epochs", "1", "--batch-size", "4", "--accelerator", "cpu"]
+
+
+@pytest.fixture
+def pretrained(toy_dataset: Path, tmp_path: Path) -> Path:
+    out = tmp_path / "pre"
+    args = ["train", "--data", str(toy_dataset), "--out", str(out), "--model", "tomoformer_tiny", *COMMON]
+    args += [arg for key, value in TINY.items() for arg in ("--model-opt", f"{key}={value}")]
+    assert main([*args, "--no-progress"]) == 0
+    return out / "checkpoints" / "best.ckpt"
+
+
+def test_study_writes_all_rows_figure_and_summary(pretrained: Path, toy_dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "study"
+    args = ["finetune-study", "--from", str(pretrained), "--data", str(toy_dataset), "--out", str(out)]
+    assert main([*args, "--sizes", "4,8", "--policies", "head,lora:2", *COMMON]) == 0
+    with open(out / "results.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(int(r["size"]), r["policy"]) for r in rows] == [
+        (size, policy) for size in (4, 8) for policy in ("head", "lora:2", "scratch")
+    ]
+    for r in rows:
+        assert 0.0 <= float(r["val_iou"]) <= 1.0 and float(r["seconds"]) > 0
+        trainable, total = int(r["trainable_params"]), int(r["total_params"])
+        assert (trainable == total) if r["policy"] == "scratch" else (0 < trainable < total)
+    assert (out / "iou_vs_size.png").read_bytes()[:4] == b"\x89PNG"
+    summary = (out / "summary.md").read_text()
+    assert "| policy |" in summary and "n=4" in summary and "n=8" in summary
+    assert all(f"| {p} |" in summary for p in ("head", "lora:2", "scratch"))
+    assert not list(out.glob(".subsets-*"))  # the temporary subset files are gone
+    # Nested subsets of the 14 training samples left after holding out 2 (val_fraction 0.1 of 16).
+    assert (out / "runs" / "n8-lora-2" / "checkpoints" / "best.ckpt").exists()
+
+
+def test_study_resume_skips_done_runs_and_rejects_bad_input(
+    pretrained: Path, toy_dataset: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "study"
+    out.mkdir()
+    write_results([StudyRow(4, "head", 0.5, 10, 100, 1.0)], out / "results.csv")
+    config = TrainConfig(max_epochs=1, batch_size=4, accelerator="cpu", progress=False)
+    rows = run_study(pretrained, toy_dataset, out, [4], ["head"], config=config, scratch=False, resume=True)
+    assert rows == [StudyRow(4, "head", 0.5, 10, 100, 1.0)] and not (out / "runs").exists()
+    assert (out / "summary.md").exists() and (out / "iou_vs_size.png").exists()
+    assert (
+        main(
+            [
+                "finetune-study",
+                "--from",
+                str(pretrained),
+                "--data",
+                str(toy_dataset),
+                "--out",
+                str(out),
+                "--sizes",
+                "100",
+                "--policies",
+                "head",
+            ]
+        )
+        == 2
+    )
+    assert (
+        main(
+            [
+                "finetune-study",
+                "--from",
+                str(pretrained),
+                "--data",
+                str(toy_dataset),
+                "--out",
+                str(out),
+                "--sizes",
+                "4",
+                "--policies",
+                "freeze:9",
+            ]
+        )
+        == 2
+    )
