@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from tomoformer.cli.common import add_config_flag
-from tomoformer.cli.train_cmd import train_config_from_args
+from tomoformer.cli.train_cmd import add_train_flags, train_config_from_args
 from tomoformer.finetune.policies import POLICY_HELP
 
 _S = argparse.SUPPRESS
@@ -36,8 +36,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("finetune", help="fine-tune a trained checkpoint under a policy")
     p.add_argument("--from", dest="checkpoint", required=True, metavar="CKPT", help="pretrained checkpoint")
     p.add_argument("--policy", default="full", help=f"one of {POLICY_HELP} (default: full)")
-    for name, kind in _FLAGS.items():
-        p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, default=_S)
+    add_train_flags(p, _FLAGS)
     p.add_argument("--no-progress", dest="progress", action="store_false", default=_S)
     p.add_argument("--no-d4", dest="d4", action="store_false", default=_S, help="no symmetry augmentation")
     p.add_argument("--frames", dest="max_frames", type=int, default=_S, help="random subsets of at most N frames")

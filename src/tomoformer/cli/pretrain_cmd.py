@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from tomoformer.cli.common import add_config_flag, parse_key_values
-from tomoformer.cli.train_cmd import _TRAIN_FLAGS, train_config_from_args
+from tomoformer.cli.train_cmd import add_train_flags, train_config_from_args
 from tomoformer.errors import ConfigError
 
 _S = argparse.SUPPRESS
@@ -17,8 +17,7 @@ _S = argparse.SUPPRESS
 
 def register(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("pretrain", help="pretrain a model on a dataset or on data simulated on the fly")
-    for name, kind in _TRAIN_FLAGS.items():
-        p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, default=_S)
+    add_train_flags(p)
     p.add_argument("--model-opt", dest="model_opts", action="append", metavar="KEY=VALUE", help="model option")
     p.add_argument("--resume", action="store_true", default=_S, help="continue from OUT/checkpoints/last.ckpt")
     p.add_argument("--no-progress", dest="progress", action="store_false", default=_S)

@@ -32,10 +32,37 @@ _TRAIN_FLAGS: dict[str, Any] = {
 }
 
 
+_FLAG_HELP = {
+    "data": "training dataset (.zarr, .npz, .h5) with 'buildings'",
+    "val_data": "validation dataset (default: a seeded --val-fraction of --data)",
+    "out": "run folder (config, metrics, checkpoints, figures)",
+    "model": "registered model name (see `tomoformer models`)",
+    "max_epochs": "epochs (default 50)",
+    "max_steps": "optimiser steps; -1 = no limit (default)",
+    "batch_size": "samples per step (default 8)",
+    "lr": "peak AdamW learning rate (default 1e-3)",
+    "weight_decay": "AdamW weight decay (default 0.05)",
+    "warmup_fraction": "fraction of the steps spent warming up (default 0.05)",
+    "val_fraction": "share of --data held out when no --val-data is given (default 0.1)",
+    "seed": "seed for the split, shuffling, augmentation and initialisation (default 0)",
+    "accelerator": "auto, cpu or gpu (default auto)",
+    "devices": "devices per node (default 1)",
+    "num_nodes": "nodes (default 1)",
+    "strategy": "Lightning strategy, e.g. ddp (default auto)",
+    "precision": "e.g. 32-true, bf16-mixed (default: bf16-mixed on CUDA, else 32-true)",
+    "num_workers": "data-loading worker processes (default 0)",
+}
+
+
+def add_train_flags(parser: argparse.ArgumentParser, flags: dict[str, Any] | None = None) -> None:
+    """The TrainConfig flags (all default to SUPPRESS, so YAML values survive unless a flag is given)."""
+    for name, kind in (flags or _TRAIN_FLAGS).items():
+        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, default=_S, help=_FLAG_HELP.get(name))
+
+
 def register(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("train", help="train a model on a dataset")
-    for name, kind in _TRAIN_FLAGS.items():
-        p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, default=_S)
+    add_train_flags(p)
     p.add_argument(
         "--model-opt",
         dest="model_opts",
