@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 from typing import Any
 
 from tomoformer.cli.common import add_config_flag, parse_key_values
@@ -51,26 +50,19 @@ def run_stream_pretraining(config: Any, sim: Any, samples_per_epoch: int, val_sa
 
     ``config``: a TrainConfig; ``sim``: a SimConfig. Returns a TrainResult.
     """
-    import lightning as L
-    import yaml
-
     from tomoformer.data.stream import SimulatorDataModule
-    from tomoformer.io import write_text_atomic
     from tomoformer.models.registry import create_model
     from tomoformer.tasks.mapping import MappingTask
-    from tomoformer.tasks.train import _plain_attrs, fit_task
+    from tomoformer.tasks.train import fit_task, start_run, task_options
 
     if samples_per_epoch < 1 or val_samples < 1:
         raise ConfigError("--samples-per-epoch and --val-samples must be at least 1")
     if getattr(create_model(config.model, **config.model_kwargs), "requires_fit", False):
         raise ConfigError(f"model {config.model!r} is fitted, not trained: use `tomoformer train --data`")
     start = time.perf_counter()
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
     stream = {"sim_config": sim.to_dict(), "samples_per_epoch": samples_per_epoch, "val_samples": val_samples}
     record = {**config.to_dict(), "data": None, "val_data": None, "stream": stream}
-    write_text_atomic(out / "config.yaml", yaml.safe_dump(record, sort_keys=False))
-    L.seed_everything(config.seed, workers=True, verbose=False)
+    out = start_run(config, record)
     datamodule = SimulatorDataModule(
         sim,
         samples_per_epoch=samples_per_epoch,
@@ -81,15 +73,7 @@ def run_stream_pretraining(config: Any, sim: Any, samples_per_epoch: int, val_sa
         seed=config.seed,
     )
     datamodule.setup()
-    task = MappingTask(
-        model=config.model,
-        model_kwargs=config.model_kwargs,
-        lr=config.lr,
-        weight_decay=config.weight_decay,
-        warmup_fraction=config.warmup_fraction,
-        dice_weight=config.dice_weight,
-        data_attrs=_plain_attrs(datamodule.attrs),
-    )
+    task = MappingTask(**task_options(config, datamodule.attrs))
     return fit_task(task, datamodule, config, out, start)
 
 

@@ -18,10 +18,8 @@ from typing import Any
 
 import lightning as L
 import torch
-import yaml
 
 from tomoformer.checkpoint import load_checkpoint
-from tomoformer.data.datamodule import SignalDataModule
 from tomoformer.errors import ConfigError
 from tomoformer.finetune.policies import (
     Policy,
@@ -32,9 +30,8 @@ from tomoformer.finetune.policies import (
     parse_policy,
     unfreeze_module,
 )
-from tomoformer.io import write_text_atomic
 from tomoformer.tasks.mapping import MappingTask
-from tomoformer.tasks.train import TrainConfig, TrainResult, _plain_attrs, fit_task
+from tomoformer.tasks.train import TrainConfig, TrainResult, datamodule_for, fit_task, start_run, task_options
 
 
 class LinearProbeThenFinetune(L.Callback):
@@ -132,31 +129,10 @@ def run_finetune(checkpoint: str | Path, policy: str, config: TrainConfig) -> Fi
     if getattr(loaded.model, "requires_fit", False):
         raise ConfigError(f"{checkpoint}: model {loaded.name!r} is fitted, not trained; nothing to fine-tune")
     config = dataclasses.replace(config, model=loaded.name, model_kwargs=dict(loaded.model_kwargs), resume=False)
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
     record = {**config.to_dict(), "finetune": {"from": str(checkpoint), "policy": str(parsed)}}
-    write_text_atomic(out / "config.yaml", yaml.safe_dump(record, sort_keys=False))
-    L.seed_everything(config.seed, workers=True, verbose=False)
-    datamodule = SignalDataModule(
-        train=config.data,
-        val=config.val_data,
-        val_fraction=config.val_fraction,
-        batch_size=config.batch_size,
-        num_workers=config.num_workers,
-        augment=config.augment,
-        seed=config.seed,
-    )
-    datamodule.setup()
-    task = FinetuneTask(
-        policy=str(parsed),
-        model=config.model,
-        model_kwargs=config.model_kwargs,
-        lr=config.lr,
-        weight_decay=config.weight_decay,
-        warmup_fraction=config.warmup_fraction,
-        dice_weight=config.dice_weight,
-        data_attrs=_plain_attrs(datamodule.attrs),
-    )
+    out = start_run(config, record)
+    datamodule = datamodule_for(config)
+    task = FinetuneTask(policy=str(parsed), **task_options(config, datamodule.attrs))
     task.load_pretrained(loaded.model.state_dict())
     trainable, total = count_parameters(task.model)
     print(f"policy {parsed}: {trainable:,} trainable of {total:,} parameters ({100 * trainable / total:.1f}%)")

@@ -82,13 +82,17 @@ class TrainResult:
     seconds: float
 
 
-def run_training(config: TrainConfig) -> TrainResult:
-    """Train ``config.model`` on ``config.data``; write the run folder; return the best checkpoint and metrics."""
-    start = time.perf_counter()
+def start_run(config: TrainConfig, record: dict[str, Any] | None = None) -> Path:
+    """Create the run folder, write its resolved config (``record`` or the config itself) and seed everything."""
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
+    write_text_atomic(out / "config.yaml", yaml.safe_dump(record or config.to_dict(), sort_keys=False))
     L.seed_everything(config.seed, workers=True, verbose=False)
+    return out
+
+
+def datamodule_for(config: TrainConfig) -> SignalDataModule:
+    """The (set-up) datamodule over ``config.data`` / ``config.val_data``."""
     datamodule = SignalDataModule(
         train=config.data,
         val=config.val_data,
@@ -99,18 +103,31 @@ def run_training(config: TrainConfig) -> TrainResult:
         seed=config.seed,
     )
     datamodule.setup()
+    return datamodule
+
+
+def task_options(config: TrainConfig, data_attrs: dict[str, Any]) -> dict[str, Any]:
+    """Keyword arguments of :class:`MappingTask` (and its subclasses) taken from ``config``."""
+    return {
+        "model": config.model,
+        "model_kwargs": config.model_kwargs,
+        "lr": config.lr,
+        "weight_decay": config.weight_decay,
+        "warmup_fraction": config.warmup_fraction,
+        "dice_weight": config.dice_weight,
+        "data_attrs": _plain_attrs(data_attrs),
+    }
+
+
+def run_training(config: TrainConfig) -> TrainResult:
+    """Train ``config.model`` on ``config.data``; write the run folder; return the best checkpoint and metrics."""
+    start = time.perf_counter()
+    out = start_run(config)
+    datamodule = datamodule_for(config)
     probe = create_model(config.model, **config.model_kwargs)
     if getattr(probe, "requires_fit", False):
         return _fit_classical(config, probe, datamodule, out, start)
-    task = MappingTask(
-        model=config.model,
-        model_kwargs=config.model_kwargs,
-        lr=config.lr,
-        weight_decay=config.weight_decay,
-        warmup_fraction=config.warmup_fraction,
-        dice_weight=config.dice_weight,
-        data_attrs=_plain_attrs(datamodule.attrs),
-    )
+    task = MappingTask(**task_options(config, datamodule.attrs))
     return fit_task(task, datamodule, config, out, start)
 
 
