@@ -6,30 +6,12 @@ from __future__ import annotations
 import argparse
 
 from tomoformer.cli.common import add_config_flag
-from tomoformer.cli.train_cmd import add_train_flags, train_config_from_args
+from tomoformer.cli.train_cmd import add_train_flags, train_config_from_args, train_flags
 from tomoformer.finetune.policies import POLICY_HELP
 
 _S = argparse.SUPPRESS
-# The training flags that make sense when the model comes from a checkpoint (no --model, no --resume).
-_FLAGS: dict[str, type] = {
-    "data": str,
-    "val_data": str,
-    "out": str,
-    "max_epochs": int,
-    "max_steps": int,
-    "batch_size": int,
-    "lr": float,
-    "weight_decay": float,
-    "warmup_fraction": float,
-    "val_fraction": float,
-    "seed": int,
-    "accelerator": str,
-    "devices": str,
-    "num_nodes": int,
-    "strategy": str,
-    "precision": str,
-    "num_workers": int,
-}
+# The training flags that make sense when the model comes from a checkpoint (no --model).
+_FLAGS = train_flags("model")
 
 
 def register(commands: argparse._SubParsersAction) -> None:

@@ -4,27 +4,15 @@ from __future__ import annotations
 
 import argparse
 
+from tomoformer.cli.train_cmd import add_train_flags, train_flags
 from tomoformer.errors import ConfigError
 from tomoformer.finetune.policies import POLICY_HELP
 
 DEFAULT_SIZES = "16,64,256"
 DEFAULT_POLICIES = "full,head,freeze:6,llrd:0.75,lora:8,lp-ft"
 _S = argparse.SUPPRESS
-# Training flags shared by every run of the study (the model comes from the checkpoint).
-_FLAGS: dict[str, type] = {
-    "max_epochs": int,
-    "max_steps": int,
-    "batch_size": int,
-    "lr": float,
-    "weight_decay": float,
-    "warmup_fraction": float,
-    "val_fraction": float,
-    "seed": int,
-    "accelerator": str,
-    "devices": str,
-    "precision": str,
-    "num_workers": int,
-}
+# Training flags shared by every run of the study (the model comes from the checkpoint; data and out are its own).
+_FLAGS = train_flags("data", "val_data", "out", "model", "num_nodes", "strategy")
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -42,8 +30,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--no-scratch", dest="scratch", action="store_false", help="skip training from random init")
     p.add_argument("--resume", action="store_true", help="skip the runs already in OUT/results.csv")
     p.add_argument("--no-d4", dest="d4", action="store_false", help="no symmetry augmentation")
-    for name, kind in _FLAGS.items():
-        p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, default=_S)
+    add_train_flags(p, _FLAGS)
     p.set_defaults(handler=run)
 
 

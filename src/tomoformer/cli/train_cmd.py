@@ -54,6 +54,11 @@ _FLAG_HELP = {
 }
 
 
+def train_flags(*drop: str) -> dict[str, Any]:
+    """The TrainConfig flags (dest → type) minus ``drop``, for commands that fix some of them."""
+    return {name: kind for name, kind in _TRAIN_FLAGS.items() if name not in drop}
+
+
 def add_train_flags(parser: argparse.ArgumentParser, flags: dict[str, Any] | None = None) -> None:
     """The TrainConfig flags (all default to SUPPRESS, so YAML values survive unless a flag is given)."""
     for name, kind in (flags or _TRAIN_FLAGS).items():

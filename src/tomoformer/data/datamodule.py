@@ -159,14 +159,19 @@ class SignalDataModule(L.LightningDataModule):
         return self._loader(self.val_set)
 
     def _loader(self, dataset: Dataset, sampler: Sampler | None = None) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            sampler=sampler,
-            num_workers=self.num_workers,
-            pin_memory=torch.cuda.is_available(),
-            collate_fn=collate,
-        )
+        return make_loader(dataset, self.batch_size, self.num_workers, sampler)
+
+
+def make_loader(dataset: Dataset, batch_size: int, num_workers: int = 0, sampler: Sampler | None = None) -> DataLoader:
+    """A loader with our collate (pads frame subsets) and pinned memory when a GPU will read the batches."""
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        pin_memory=torch.cuda.is_available(),
+        collate_fn=collate,
+    )
 
 
 class EpochShuffleSampler(Sampler[int]):

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from tomoformer.data.datamodule import AugmentOptions, EpochShuffleSampler, collate, model_tx_pos
+from tomoformer.data.datamodule import AugmentOptions, EpochShuffleSampler, make_loader, model_tx_pos
 from tomoformer.data.transforms import Augment
 from tomoformer.sim.config import SimConfig
 from tomoformer.sim.simulate import dataset_attrs, simulate_samples
@@ -138,11 +138,4 @@ class SimulatorDataModule(L.LightningDataModule):
         return self._loader(self.val_set)
 
     def _loader(self, dataset: Dataset, sampler: Sampler | None = None) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            sampler=sampler,
-            num_workers=self.num_workers,
-            pin_memory=torch.cuda.is_available(),
-            collate_fn=collate,
-        )
+        return make_loader(dataset, self.batch_size, self.num_workers, sampler)
