@@ -1,5 +1,6 @@
 """``tomoformer pretrain``: supervised pretraining on a dataset store (like ``train``) or on samples simulated on
-the fly (``--stream``), new ones every epoch, validated on a fixed simulated set."""
+the fly (``--stream``), new ones every epoch, validated on a fixed simulated set; or, with ``--objective masked``,
+self-supervised masked signal modelling that needs no building labels."""
 
 from __future__ import annotations
 
@@ -24,6 +25,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--frames", dest="max_frames", type=int, default=_S, help="random subsets of at most N frames")
     p.add_argument("--min-frames", dest="min_frames", type=int, default=_S)
     p.add_argument("--min-keep-fraction", dest="min_keep_fraction", type=float, default=_S)
+    p.add_argument(
+        "--objective", choices=("supervised", "masked"), default="supervised", help="masked: no labels needed"
+    )
+    p.add_argument("--mask-ratio", type=float, default=0.5, help="masked: fraction of frames or patches hidden")
+    p.add_argument("--mask-mode", choices=("frames", "patches"), default="frames", help="masked: what is hidden")
     add_config_flag(p)
     s = p.add_argument_group("streaming from the simulator")
     s.add_argument("--stream", action="store_true", help="simulate new training samples every epoch")
@@ -84,11 +90,18 @@ def run(args: argparse.Namespace) -> int:
     if args.stream:
         if hasattr(args, "data") or hasattr(args, "val_data"):
             raise ConfigError("give either --stream or --data, not both")
+        if args.objective == "masked":
+            raise ConfigError("--objective masked trains on a dataset store: give --data, not --stream")
         result = run_stream_pretraining(config, sim_config_from_args(args), args.samples_per_epoch, args.val_samples)
     else:
         if args.sim_config or args.overrides:
             raise ConfigError("--sim-config and --set need --stream")
-        result = run_training(config)
+        if args.objective == "masked":
+            from tomoformer.tasks.pretraining import run_masked_pretraining
+
+            result = run_masked_pretraining(config, args.mask_ratio, args.mask_mode)
+        else:
+            result = run_training(config)
     shown = ", ".join(f"{k}={v:.4f}" for k, v in sorted(result.metrics.items()))
     print(f"done in {result.seconds:.0f} s: {shown}")
     print(f"best checkpoint: {result.best_checkpoint}")

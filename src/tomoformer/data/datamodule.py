@@ -120,9 +120,12 @@ class SignalDataModule(L.LightningDataModule):
         num_workers: int = 0,
         augment: AugmentOptions | None = None,
         seed: int = 0,
+        require_labels: bool = True,
     ) -> None:
         super().__init__()
         self.train_path, self.val_path = train, val
+        # Self-supervised tasks read signals only, so they accept datasets without 'buildings'.
+        self.require_labels = require_labels
         self.val_fraction = val_fraction
         self.batch_size = batch_size
         self.num_workers = num_workers
@@ -134,9 +137,9 @@ class SignalDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
-        train = open_dataset(self.train_path, require_buildings=True)
+        train = open_dataset(self.train_path, require_buildings=self.require_labels)
         if self.val_path is not None:
-            val = open_dataset(self.val_path, require_buildings=True)
+            val = open_dataset(self.val_path, require_buildings=self.require_labels)
             train_idx, val_idx = np.arange(len(train)), np.arange(len(val))
         else:
             val = train

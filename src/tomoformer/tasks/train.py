@@ -91,8 +91,8 @@ def start_run(config: TrainConfig, record: dict[str, Any] | None = None) -> Path
     return out
 
 
-def datamodule_for(config: TrainConfig) -> SignalDataModule:
-    """The (set-up) datamodule over ``config.data`` / ``config.val_data``."""
+def datamodule_for(config: TrainConfig, require_labels: bool = True) -> SignalDataModule:
+    """The (set-up) datamodule over ``config.data`` / ``config.val_data`` (``require_labels=False``: signals only)."""
     datamodule = SignalDataModule(
         train=config.data,
         val=config.val_data,
@@ -101,6 +101,7 @@ def datamodule_for(config: TrainConfig) -> SignalDataModule:
         num_workers=config.num_workers,
         augment=config.augment,
         seed=config.seed,
+        require_labels=require_labels,
     )
     datamodule.setup()
     return datamodule
@@ -137,8 +138,10 @@ def fit_task(
     config: TrainConfig,
     out: Path,
     start: float | None = None,
+    monitor: tuple[str, str] = ("val_iou", "max"),
 ) -> TrainResult:
-    """Run the Lightning loop for ``task`` and collect the run folder's outputs."""
+    """Run the Lightning loop for ``task`` and collect the run folder's outputs; the best checkpoint is chosen by
+    ``monitor`` (metric name, "max" | "min")."""
     from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
@@ -152,8 +155,8 @@ def fit_task(
     best = ModelCheckpoint(
         dirpath=checkpoints,
         filename="best",
-        monitor="val_iou",
-        mode="max",
+        monitor=monitor[0],
+        mode=monitor[1],
         save_last=True,
         enable_version_counter=False,
     )
@@ -197,7 +200,7 @@ def fit_task(
     trainer.fit(task, datamodule=datamodule, ckpt_path=resume_from)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val_")}
     if best.best_model_score is not None:
-        metrics["best_val_iou"] = float(best.best_model_score)
+        metrics[f"best_{monitor[0]}"] = float(best.best_model_score)
     best_path = Path(best.best_model_path) if best.best_model_path else last
     if trainer.is_global_zero:
         _finish_run_folder(out, task)
