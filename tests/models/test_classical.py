@@ -5,15 +5,6 @@ from tomoformer.errors import DataError
 from tomoformer.models.classical import RTIModel, ThresholdModel
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors: with two threads on a busy 2-core machine, thread hand-offs made these tests 100x slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _iou(logits: torch.Tensor, target: torch.Tensor) -> float:
     pred, target = logits > 0, target > 0.5
     return float((pred & target).sum() / (pred | target).sum().clamp_min(1))

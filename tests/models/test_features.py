@@ -13,15 +13,6 @@ from tomoformer.models.features import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors: with two threads on a busy 2-core machine, thread hand-offs made these tests 100x slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _signals(B: int = 2, T: int = 4, H: int = 16, W: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
     gen = torch.Generator().manual_seed(0)
     tx = torch.rand(B, T, 3, generator=gen) * torch.tensor([H, W, 3.0])

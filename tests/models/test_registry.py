@@ -4,16 +4,6 @@ import torch
 from tomoformer.errors import ConfigError
 from tomoformer.models.registry import create_model, list_models
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors: with two threads on a busy 2-core machine, thread hand-offs made these tests 100x slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 TINY = {
     "tomoformer_tiny": dict(embed_dim=32, depth=1, num_heads=2, decoder_embed_dim=32, decoder_heads=2),
     "tomoformer_small": dict(embed_dim=32, depth=1, num_heads=2, decoder_embed_dim=32, decoder_heads=2),

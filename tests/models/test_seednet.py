@@ -4,15 +4,6 @@ import torch
 from tomoformer.models.seednet import SeedNet, seednet
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors: with two threads on a busy 2-core machine, thread hand-offs made these tests 100x slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("shape", [(16, 16), (17, 23)])
 def test_shapes_any_t(shape: tuple[int, int]) -> None:
     model = seednet()

@@ -12,16 +12,6 @@ from tomoformer.models.tomoformer import (
     tomoformer_tiny,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors: with two threads on a busy 2-core machine, thread hand-offs made these tests 100x slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 MICRO = dict(embed_dim=32, depth=2, num_heads=2, decoder_embed_dim=32, decoder_heads=2, patch_size=4)
 
 

@@ -108,7 +108,30 @@ def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, n
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
-class SignalDataModule(L.LightningDataModule):
+class SplitDataModule(L.LightningDataModule):
+    """Loaders over ``train_set`` (reshuffled per (seed, epoch)) and ``val_set``, which subclasses build in setup."""
+
+    def __init__(self, batch_size: int, num_workers: int, augment: AugmentOptions | None, seed: int) -> None:
+        super().__init__()
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.augment = augment or AugmentOptions()
+        self.seed = seed
+        self.train_set: Dataset | None = None
+        self.val_set: Dataset | None = None
+
+    def train_dataloader(self) -> DataLoader:
+        assert self.train_set is not None
+        return make_loader(
+            self.train_set, self.batch_size, self.num_workers, EpochShuffleSampler(len(self.train_set), self.seed)
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        assert self.val_set is not None
+        return make_loader(self.val_set, self.batch_size, self.num_workers)
+
+
+class SignalDataModule(SplitDataModule):
     """Train/validation loaders over dataset files; splits ``train`` when no validation file is given."""
 
     def __init__(
@@ -122,17 +145,11 @@ class SignalDataModule(L.LightningDataModule):
         seed: int = 0,
         require_labels: bool = True,
     ) -> None:
-        super().__init__()
+        super().__init__(batch_size, num_workers, augment, seed)
         self.train_path, self.val_path = train, val
         # Self-supervised tasks read signals only, so they accept datasets without 'buildings'.
         self.require_labels = require_labels
         self.val_fraction = val_fraction
-        self.batch_size = batch_size
-        self.num_workers = num_workers
-        self.augment = augment or AugmentOptions()
-        self.seed = seed
-        self.train_set: SignalMapDataset | None = None
-        self.val_set: SignalMapDataset | None = None
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
@@ -152,17 +169,6 @@ class SignalDataModule(L.LightningDataModule):
         self.setup()
         assert self.train_set is not None
         return self.train_set.source.attrs
-
-    def train_dataloader(self) -> DataLoader:
-        assert self.train_set is not None
-        return self._loader(self.train_set, sampler=EpochShuffleSampler(len(self.train_set), self.seed))
-
-    def val_dataloader(self) -> DataLoader:
-        assert self.val_set is not None
-        return self._loader(self.val_set)
-
-    def _loader(self, dataset: Dataset, sampler: Sampler | None = None) -> DataLoader:
-        return make_loader(dataset, self.batch_size, self.num_workers, sampler)
 
 
 def make_loader(dataset: Dataset, batch_size: int, num_workers: int = 0, sampler: Sampler | None = None) -> DataLoader:

@@ -15,12 +15,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import Dataset
 
-from tomoformer.data.datamodule import AugmentOptions, EpochShuffleSampler, make_loader, model_tx_pos
+from tomoformer.data.datamodule import AugmentOptions, SplitDataModule, model_tx_pos
 from tomoformer.data.transforms import Augment
 from tomoformer.sim.config import SimConfig
 from tomoformer.sim.simulate import dataset_attrs, simulate_samples
@@ -88,7 +87,7 @@ class SimulatorStream(Dataset):
         return item
 
 
-class SimulatorDataModule(L.LightningDataModule):
+class SimulatorDataModule(SplitDataModule):
     """Endless simulated training data and a fixed simulated validation set from a separate seed.
 
     Validation samples come from seed ``val_seed`` (default ``seed + 1``): the simulator seeds every sample by
@@ -106,17 +105,11 @@ class SimulatorDataModule(L.LightningDataModule):
         seed: int = 0,
         val_seed: int | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(batch_size, num_workers, augment, seed)
         self.config = config
         self.samples_per_epoch = samples_per_epoch
         self.val_samples = val_samples
-        self.batch_size = batch_size
-        self.num_workers = num_workers
-        self.augment = augment or AugmentOptions()
-        self.seed = seed
         self.val_seed = seed + 1 if val_seed is None else val_seed
-        self.train_set: SimulatorStream | None = None
-        self.val_set: SimulatorStream | None = None
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
@@ -128,14 +121,3 @@ class SimulatorDataModule(L.LightningDataModule):
     def attrs(self) -> dict[str, Any]:
         """Dataset attributes of the simulated data (cell size, frequency, receiver height, ...)."""
         return dataset_attrs(self.config)
-
-    def train_dataloader(self) -> DataLoader:
-        assert self.train_set is not None
-        return self._loader(self.train_set, sampler=EpochShuffleSampler(len(self.train_set), self.seed))
-
-    def val_dataloader(self) -> DataLoader:
-        assert self.val_set is not None
-        return self._loader(self.val_set)
-
-    def _loader(self, dataset: Dataset, sampler: Sampler | None = None) -> DataLoader:
-        return make_loader(dataset, self.batch_size, self.num_workers, sampler)
