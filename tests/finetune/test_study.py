@@ -56,39 +56,6 @@ def test_study_resume_skips_done_runs_and_rejects_bad_input(
     rows = run_study(pretrained, toy_dataset, out, [4], ["head"], config=config, scratch=False, resume=True)
     assert rows == [StudyRow(4, "head", 0.5, 10, 100, 1.0)] and not (out / "runs").exists()
     assert (out / "summary.md").exists() and (out / "iou_vs_size.png").exists()
-    assert (
-        main(
-            [
-                "finetune-study",
-                "--from",
-                str(pretrained),
-                "--data",
-                str(toy_dataset),
-                "--out",
-                str(out),
-                "--sizes",
-                "100",
-                "--policies",
-                "head",
-            ]
-        )
-        == 2
-    )
-    assert (
-        main(
-            [
-                "finetune-study",
-                "--from",
-                str(pretrained),
-                "--data",
-                str(toy_dataset),
-                "--out",
-                str(out),
-                "--sizes",
-                "4",
-                "--policies",
-                "freeze:9",
-            ]
-        )
-        == 2
-    )
+    common = ["finetune-study", "--from", str(pretrained), "--data", str(toy_dataset), "--out", str(out)]
+    for sizes, policy in (("100", "head"), ("4", "freeze:9")):  # a size beyond the data; K beyond the depth
+        assert main([*common, "--sizes", sizes, "--policies", policy]) == 2
