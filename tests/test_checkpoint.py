@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tomoformer.checkpoint import load_checkpoint, save_checkpoint
 from tomoformer.errors import CheckpointError
@@ -47,3 +50,57 @@ def test_wrong_model_missing_file_and_garbage(tmp_path: Path) -> None:
     (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint at all")
     with pytest.raises(CheckpointError, match="not a readable checkpoint"):
         load_checkpoint(tmp_path / "junk.ckpt")
+
+
+# Small builds of every registered model kind, so the property test below can swap their weights around.
+_SMALL = {
+    "unet": {"base_channels": 4, "depth": 1},
+    "seednet": {},
+    "tomoformer_tiny": {"embed_dim": 16, "depth": 1, "num_heads": 2, "decoder_embed_dim": 16, "decoder_heads": 2},
+    "threshold": {},
+}
+
+
+@pytest.fixture(scope="module")
+def small_states() -> dict[str, dict[str, torch.Tensor]]:
+    return {name: create_model(name, **kwargs).state_dict() for name, kwargs in _SMALL.items()}
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    weights_of=st.sampled_from(sorted(_SMALL)),
+    named=st.sampled_from([*sorted(_SMALL), "no_such_model"]),
+    kwargs_of=st.sampled_from([*sorted(_SMALL), "garbage"]),
+    drop=st.integers(0, 3),
+    suffix=st.sampled_from([".ckpt", ".safetensors"]),
+)
+def test_any_mix_of_models_weights_and_options_loads_or_fails_cleanly(
+    tmp_path_factory: pytest.TempPathFactory,
+    small_states: dict[str, dict[str, torch.Tensor]],
+    weights_of: str,
+    named: str,
+    kwargs_of: str,
+    drop: int,
+    suffix: str,
+) -> None:
+    """A checkpoint of another model (or other options, or missing tensors) loads only if it truly fits."""
+    state = dict(small_states[weights_of])
+    for key in sorted(state)[:drop]:
+        del state[key]
+    kwargs = {"width": "wide", "depth": -3} if kwargs_of == "garbage" else _SMALL[kwargs_of]
+    path = tmp_path_factory.mktemp("ckpt") / f"m{suffix}"
+    hparams = {"model": named, "model_kwargs": kwargs}
+    tensors = {f"model.{k}": v.contiguous() for k, v in state.items()}
+    if suffix == ".ckpt":
+        torch.save({"state_dict": tensors, "hyper_parameters": hparams}, path)
+    else:
+        from safetensors.torch import save_file
+
+        save_file(tensors, str(path), metadata={"tomoformer": json.dumps(hparams)})
+    fits = named == weights_of and kwargs == _SMALL[weights_of] and drop == 0
+    if fits:
+        assert load_checkpoint(path).name == named
+    else:
+        with pytest.raises(CheckpointError) as err:
+            load_checkpoint(path)
+        assert str(path) in str(err.value) and "\n" not in str(err.value)

@@ -19,6 +19,10 @@ def test_config_is_valid(path: Path) -> None:
     values = read_yaml(path)
     if path.name.startswith("sim"):
         SimConfig.from_dict(values)
+    elif path.name.startswith("experts"):
+        from tomoformer.experts.config import ExpertsConfig
+
+        ExpertsConfig.from_dict(values)
     else:
         config = TrainConfig.from_dict(values)
         create_model(config.model, **config.model_kwargs)

@@ -104,3 +104,29 @@ def test_train_killed_then_resumed_equals_straight_run(tmp_path: Path) -> None:
     assert loss == pytest.approx(straight_loss, rel=1e-5)
     leftovers = [p.name for p in (tmp_path / "killed" / "checkpoints").iterdir() if p.name.startswith(".")]
     assert leftovers == []
+
+
+def test_finetune_killed_then_resumed_equals_straight_run(tmp_path: Path) -> None:
+    policy = "lora:4"  # the hard case: its checkpoints hold merged weights for loading, adapters for resuming
+    write_dataset(tmp_path / "toy.zarr", toy_arrays(n=12), {"cell_size_m": 2.0})
+    tiny = ["--model-opt", "embed_dim=32", "--model-opt", "depth=1", "--model-opt", "num_heads=2"]
+    common = ["--data", "toy.zarr", "--batch-size", "4", "--accelerator", "cpu", "--seed", "3", "--no-progress"]
+    run_cli("train", *common, "--model", "tomoformer_tiny", *tiny, "--max-epochs", "1", "--out", "pre", cwd=tmp_path)
+    finetune = ["finetune", "--from", "pre/checkpoints/best.ckpt", "--policy", policy, *common, "--max-epochs", "3"]
+    run_cli(*finetune, "--out", "straight", cwd=tmp_path)
+    last = tmp_path / "killed" / "checkpoints" / "last.ckpt"
+    kill_when([*finetune, "--out", "killed"], tmp_path, last.exists)
+    run_cli(*finetune, "--out", "killed", "--resume", cwd=tmp_path)
+    epoch, loss = last_epoch_val_loss(tmp_path / "killed")
+    straight_epoch, straight_loss = last_epoch_val_loss(tmp_path / "straight")
+    assert epoch == straight_epoch == 2
+    assert loss == pytest.approx(straight_loss, rel=1e-5)
+
+
+def test_simulate_resume_after_a_kill_before_the_first_commit(tmp_path: Path) -> None:
+    import zarr
+
+    partial = tmp_path / ".early.partial.zarr"
+    zarr.open_group(str(partial), mode="w", zarr_format=3)  # created, no arrays, no count: killed right there
+    run_cli("simulate", "--out", "early.zarr", *SIM, "--resume", cwd=tmp_path)
+    assert validate(tmp_path / "early.zarr") == [] and not partial.exists()

@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch.utils.data import DistributedSampler
 
-from tomoformer.data.datamodule import EpochShuffleSampler
-from tomoformer.data.stream import SimulatorDataModule, SimulatorStream
+from tomoformer.data.datamodule import AugmentOptions, EpochShuffleSampler
+from tomoformer.data.stream import DeviceSimulatorStream, SimulatorDataModule, SimulatorStream
 from tomoformer.sim.config import SimConfig
 from tomoformer.sim.simulate import simulate_samples
 
@@ -78,3 +78,25 @@ def test_datamodule_fixed_validation_from_another_seed() -> None:
     assert dm.attrs["cell_size_m"] == CONFIG.cell_size_m
     with pytest.raises(ValueError):
         SimulatorStream(CONFIG, 0)
+
+
+def test_device_stream_gives_the_simulator_samples_of_each_epoch_once_per_rank() -> None:
+    streams = [DeviceSimulatorStream(CONFIG, 5, "cpu", batch_size=2, seed=0, rank=r, world_size=2) for r in (0, 1)]
+    for stream in streams:
+        stream.set_epoch(1)
+    batches = [batch for stream in streams for batch in stream]
+    assert len(streams[0]) == len(streams[1]) == 2
+    index = torch.cat([b["index"] for b in batches])
+    assert sorted(index.tolist()) == list(range(5, 10))  # epoch 1 = samples 5..9
+    signals = torch.cat([b["signals"] for b in batches])
+    reference = SimulatorStream(CONFIG, 5, seed=0)
+    reference.set_epoch(1)
+    for row, i in enumerate(index.tolist()):
+        item = reference[i - 5]
+        torch.testing.assert_close(signals[row], item["signals"], equal_nan=True)
+        torch.testing.assert_close(torch.cat([b["tx_pos"] for b in batches])[row], item["tx_pos"])
+        assert torch.equal(torch.cat([b["buildings"] for b in batches])[row], item["buildings"])
+    augmented = DeviceSimulatorStream(CONFIG, 4, "cpu", 4, augment=AugmentOptions(d4=True, min_keep_fraction=0.5))
+    batch = next(iter(augmented))
+    assert batch["signals"].shape == (4, 3, 16, 16) and batch["buildings"].shape == (4, 16, 16)
+    assert torch.isnan(batch["signals"]).float().mean() > torch.isnan(signals).float().mean()

@@ -130,3 +130,19 @@ def test_augment_per_call_generator_and_no_optional_keys():
     with pytest.raises(ValueError):
         Augment(keep_fraction=(0.8, 0.2))
     assert not math.isnan(float(a["signals"].sum()))
+
+
+def test_random_floor_drops_the_weakest_cells() -> None:
+    from tomoformer.data.transforms import random_floor
+
+    signals = torch.arange(40.0).reshape(2, 4, 5) - 100.0
+    signals[0, 0, 0] = float("nan")
+    floored = random_floor(signals, 0.25)
+    kept = torch.isfinite(floored)
+    assert int(kept.sum()) == 29  # the 25 % quantile of -99..-61 is -89.5: ten cells fall below it
+    assert floored[kept].min() > signals[torch.isfinite(signals) & ~kept].max()  # only the weakest went
+    assert random_floor(signals, 0.0) is signals
+    with pytest.raises(ValueError, match="fraction"):
+        random_floor(signals, 1.0)
+    out = Augment(d4=False, floor_fraction=(0.5, 0.5))({"signals": signals.clone()})["signals"]
+    assert int(torch.isfinite(out).sum()) == 20  # the median, -80, stays

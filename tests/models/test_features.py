@@ -10,6 +10,7 @@ from tomoformer.models.features import (
     frame_features,
     pad_to_multiple,
     pixel_statistics,
+    radial_slope,
 )
 
 
@@ -94,3 +95,28 @@ def test_pad_to_multiple(shape: tuple[int, int]) -> None:
     out = pad_to_multiple(torch.ones(1, 2, *shape), 5)
     assert out.shape[-2] % 5 == 0 and out.shape[-1] % 5 == 0
     assert out.sum() == 2 * shape[0] * shape[1]
+
+
+def test_radial_slope_marks_the_wall_not_its_shadow() -> None:
+    """A transmitter far to the west; every ray loses 10 dB when it crosses column 8: only column 8 lights up."""
+    H, W = 12, 16
+    tx = torch.tensor([[[5.5, -40.0, 2.0]]])
+    rows = torch.arange(H).view(1, 1, H, 1)
+    cols = torch.arange(W).view(1, 1, 1, W)
+    d = ((rows - 5.5) ** 2 + (cols + 40.0) ** 2 + 4.0).sqrt()
+    signals = -20 * torch.log10(d) - 60.0 - 10.0 * (cols >= 8)
+    slope = radial_slope(frame_features(signals, tx)[0], tx)[0, 0]
+    assert slope.shape == (H, W)
+    wall = slope[:, 8]
+    assert (wall < -2.3).all() and (wall > -2.5 - 1e-4).all()  # 10 dB = 2.5 units of 4 dB, times cos(angle)
+    rest = torch.cat([slope[:, :8], slope[:, 9:]], dim=1)
+    assert rest.abs().max() < 1e-3  # free space and the flat shadow behind the wall cost nothing
+
+
+def test_radial_slope_needs_neighbours_and_positions() -> None:
+    signals, tx = _signals()
+    feats = frame_features(signals, tx)[0]
+    assert torch.equal(radial_slope(feats, None), torch.zeros(2, 4, 16, 16))
+    signals[0, 0, 5, 5] = float("nan")
+    slope = radial_slope(frame_features(signals, tx)[0], tx)
+    assert slope[0, 0, 5, 5] == 0 and torch.isfinite(slope).all() and slope.abs().max() <= 3.0

@@ -168,3 +168,39 @@ def test_torch_export_keeps_batch_and_frames_dynamic() -> None:
     signals = _batch(B=3, T=7, H=17, W=23)[0]
     signals[0, 2] = float("nan")
     torch.testing.assert_close(program.module()(signals), model(signals), atol=1e-5, rtol=1e-4)
+
+
+def test_forward_train_adds_deep_supervision_only_when_asked() -> None:
+    signals, tx = _batch(H=17, W=23)
+    plain = tomoformer_tiny(**MICRO).eval()
+    logits, aux = plain.forward_train(signals, tx)
+    assert aux == []
+    torch.testing.assert_close(logits, plain(signals, tx))
+
+    model = tomoformer_tiny(**MICRO, aux_weight=0.3).eval()
+    logits, aux = model.forward_train(signals, tx)
+    torch.testing.assert_close(logits, model(signals, tx))
+    ((weight, aux_logits),) = aux
+    assert weight == 0.3 and aux_logits.shape == logits.shape == (2, 17, 23)
+    # The auxiliary map depends on the Transformer only, not on the per-pixel pyramid.
+    aux_logits.sum().backward()
+    assert all(p.grad is None for p in model.pyramid.parameters())
+    assert model.patch_embed.weight.grad.abs().sum() > 0
+
+
+def test_pixel_frame_pool_is_chunk_invariant_and_skips_unmeasured_frames() -> None:
+    from tomoformer.models.tomoformer import PixelFramePool
+
+    torch.manual_seed(0)
+    pool = PixelFramePool(in_dim=6, dim=4, chunk=64)
+    feats = torch.randn(2, 7, 6, 5, 5)
+    valid = torch.rand(2, 7, 5, 5) > 0.3
+    valid[0, :, 0, 0] = False  # a pixel never measured
+    out = pool(feats, valid)
+    assert out.shape == (2, 8, 5, 5)
+    pool.chunk = 2
+    torch.testing.assert_close(pool(feats, valid), out)
+    assert torch.equal(out[0, :, 0, 0], torch.zeros(8))
+    changed = feats.clone()
+    changed[~valid[:, :, None].expand_as(feats)] = 1e3  # what unmeasured cells hold must not matter
+    torch.testing.assert_close(pool(changed, valid), out)

@@ -18,12 +18,16 @@ EXIT_USER_ERROR = 2
 def build_parser() -> argparse.ArgumentParser:
     from tomoformer import __version__
     from tomoformer.cli import (
+        bench_cmd,
+        classify_cmd,
         data_cmd,
         demo_cmd,
         eval_cmd,
+        experts_cmd,
         export_cmd,
         finetune_cmd,
         pretrain_cmd,
+        sim_cmd,
         simulate_cmd,
         study_cmd,
         train_cmd,
@@ -38,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     for module in (
         demo_cmd,
         simulate_cmd,
+        sim_cmd,
         data_cmd,
         train_cmd,
         pretrain_cmd,
@@ -45,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
         study_cmd,
         eval_cmd,
         export_cmd,
+        classify_cmd,
+        experts_cmd,
+        bench_cmd,
     ):
         module.register(commands)
     return parser

@@ -19,6 +19,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--from", dest="checkpoint", required=True, metavar="CKPT", help="pretrained checkpoint")
     p.add_argument("--policy", default="full", help=f"one of {POLICY_HELP} (default: full)")
     add_train_flags(p, _FLAGS)
+    p.add_argument("--resume", action="store_true", default=_S, help="continue from OUT/checkpoints/last.ckpt")
     p.add_argument("--no-progress", dest="progress", action="store_false", default=_S)
     p.add_argument("--no-d4", dest="d4", action="store_false", default=_S, help="no symmetry augmentation")
     p.add_argument("--frames", dest="max_frames", type=int, default=_S, help="random subsets of at most N frames")

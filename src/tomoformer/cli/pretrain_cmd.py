@@ -25,6 +25,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--frames", dest="max_frames", type=int, default=_S, help="random subsets of at most N frames")
     p.add_argument("--min-frames", dest="min_frames", type=int, default=_S)
     p.add_argument("--min-keep-fraction", dest="min_keep_fraction", type=float, default=_S)
+    p.add_argument("--max-floor-fraction", dest="max_floor_fraction", type=float, default=_S)
     p.add_argument(
         "--objective", choices=("supervised", "masked"), default="supervised", help="masked: no labels needed"
     )

@@ -37,11 +37,15 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--n", type=int, default=100, help="number of samples (areas)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--chunk", type=int, default=32, help="samples simulated and written per step")
+    p.add_argument("--chunk", type=int, default=None, help="samples simulated and written per step (32; sionna: 1)")
     p.add_argument("--resume", action="store_true", help="complete an interrupted run of the same command")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     for name, kind in _FIELD_FLAGS.items():
         p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, default=argparse.SUPPRESS)
+    p.add_argument("--engine", choices=("fast", "sionna"), default="fast", help="sionna: ray tracing (slow)")
+    p.add_argument("--scene", default=None, help="sionna only: tiles of a real city (munich, etoile, florence)")
+    p.add_argument("--samples-per-tx", type=int, default=1_000_000, help="sionna only: rays per transmitter")
+    p.add_argument("--max-depth", type=int, default=3, help="sionna only: interactions per ray")
     p.add_argument("--set", dest="overrides", action="append", metavar="KEY=VALUE", help="any other SimConfig field")
     add_config_flag(p)
     p.set_defaults(handler=run)
@@ -59,15 +63,26 @@ def sim_config_from_args(args: argparse.Namespace) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     config = sim_config_from_args(args)
+    if args.scene and args.engine != "sionna":
+        raise ConfigError("--scene needs --engine sionna")
+    ray_options = None
+    if args.engine == "sionna":
+        from tomoformer.sim.sionna import RayOptions
+
+        if args.samples_per_tx < 1 or args.max_depth < 0:
+            raise ConfigError("--samples-per-tx must be >= 1 and --max-depth >= 0")
+        ray_options = RayOptions(samples_per_tx=args.samples_per_tx, max_depth=args.max_depth)
     path = simulate_dataset(
         Path(args.out),
         n=args.n,
         config=config,
         seed=args.seed,
         device=args.device,
-        chunk=args.chunk,
+        chunk=args.chunk or (1 if ray_options else 32),
         resume=args.resume,
         progress=args.progress,
+        ray_options=ray_options,
+        scene=args.scene,
     )
     print(f"wrote {args.n} samples to {path}")
     return 0
@@ -82,9 +97,12 @@ def simulate_dataset(
     chunk: int = 32,
     resume: bool = False,
     progress: bool = True,
+    ray_options: Any = None,
+    scene: str | None = None,
 ) -> Path:
     """Simulate ``n`` samples into ``out``. A Zarr store is filled under a hidden ``.partial`` name and renamed
-    when complete; ``resume`` continues such a partial store where it stopped."""
+    when complete; ``resume`` continues such a partial store where it stopped. With ``ray_options``
+    (tomoformer.sim.sionna.RayOptions) the samples are ray traced with Sionna RT, of ``scene`` if given."""
     from tomoformer.sim.simulate import dataset_attrs, simulate_samples
 
     if n < 1:
@@ -92,9 +110,21 @@ def simulate_dataset(
     fmt = dataset_format(out)
     attrs = {**dataset_attrs(config), "seed": seed}
     attrs["group_names"] = _group_names()
+    if ray_options is not None:
+        from tomoformer.sim.sionna import import_sionna, sionna_attrs, sionna_samples
+
+        import_sionna(device)  # a missing sionna-rt or LLVM fails here, before any file is touched
+        if scene:
+            from tomoformer.sim.scenes import load_real_scene
+
+            load_real_scene(scene)  # an unknown scene too
+        attrs = {**sionna_attrs(config, ray_options, scene), "seed": seed}
 
     def block_at(start: int) -> dict[str, np.ndarray]:
-        block = simulate_samples(config, seed, start, min(chunk, n - start), device)
+        if ray_options is not None:
+            block = sionna_samples(config, seed, start, min(chunk, n - start), device, ray_options, scene)
+        else:
+            block = simulate_samples(config, seed, start, min(chunk, n - start), device)
         # float16 halves the store; its 0.03-0.1 dB steps are far below the simulated noise.
         block["signals"] = block["signals"].astype(np.float16)
         return block
@@ -106,7 +136,7 @@ def simulate_dataset(
 
     partial = out.with_name(f".{out.stem}.partial{out.suffix}")
     writer, done = None, 0
-    if resume and partial.exists():
+    if resume and partial.exists() and ZarrWriter.reopen(partial)[1] > 0:
         writer, done = ZarrWriter.reopen(partial)
         _check_same_run(partial, writer.group.attrs, attrs, n)
         print(f"resuming {out}: {done} of {n} samples already written")
@@ -145,7 +175,7 @@ def _check_same_run(path: Path, stored: Any, attrs: dict[str, Any], n: int) -> N
     """Refuse to resume a store made by a different command (other seed, size or physics)."""
     if int(stored.get("n_total", -1)) != n:
         raise DataError(f"{path}: cannot resume: it was started with --n {stored.get('n_total')}, not {n}")
-    for key in ("seed", "sim_config"):
+    for key in ("seed", "sim_config", "ray_tracing"):
         if _normalise(stored.get(key)) != _normalise(attrs.get(key)):
             raise DataError(f"{path}: cannot resume: it was started with a different {key}; remove it to restart")
 

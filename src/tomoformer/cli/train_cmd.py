@@ -77,6 +77,13 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--resume", action="store_true", default=_S, help="continue from OUT/checkpoints/last.ckpt")
     p.add_argument("--no-progress", dest="progress", action="store_false", default=_S)
+    p.add_argument(
+        "--data-on-device",
+        dest="data_on_device",
+        action="store_true",
+        default=_S,
+        help="load the datasets into the training device's memory (float16) and augment batches there",
+    )
     p.add_argument("--no-d4", dest="d4", action="store_false", default=_S, help="no symmetry augmentation")
     p.add_argument(
         "--frames",
@@ -92,6 +99,13 @@ def register(commands: argparse._SubParsersAction) -> None:
         type=float,
         default=_S,
         help="random sparsity: keep between this fraction and all of the cells of each frame",
+    )
+    p.add_argument(
+        "--max-floor-fraction",
+        dest="max_floor_fraction",
+        type=float,
+        default=_S,
+        help="random receiver floor: the weakest 0 to this fraction of each sample's cells become NaN",
     )
     add_config_flag(p)
     p.set_defaults(handler=run)
@@ -111,11 +125,11 @@ def train_config_from_args(args: argparse.Namespace) -> Any:
             values[name] = getattr(args, name)
     if "devices" in values and str(values["devices"]).isdigit():
         values["devices"] = int(values["devices"])
-    for name in ("resume", "progress"):
+    for name in ("resume", "progress", "data_on_device"):
         if hasattr(args, name):
             values[name] = getattr(args, name)
     augment = dict(values.get("augment") or {})
-    for name in ("d4", "max_frames", "min_frames", "min_keep_fraction"):
+    for name in ("d4", "max_frames", "min_frames", "min_keep_fraction", "max_floor_fraction"):
         if hasattr(args, name):
             augment[name] = getattr(args, name)
     if augment.get("max_frames") and not augment.get("min_frames"):

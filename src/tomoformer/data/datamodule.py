@@ -8,6 +8,7 @@ model convention (row, col, height above the receiver, all in cells), ``building
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from tomoformer.data.format import SignalDataset, open_dataset
 from tomoformer.data.transforms import Augment
+from tomoformer.errors import DataError
 
 # Datasets below this size are read once into RAM (float16), which is far faster than chunked reads.
 IN_MEMORY_LIMIT_BYTES = 4 * 2**30
@@ -33,6 +35,9 @@ def model_tx_pos(tx_pos: np.ndarray | torch.Tensor, cell_size_m: float, rx_heigh
 
 class SignalMapDataset(Dataset):
     """Samples of a :class:`SignalDataset` as model-ready tensors, optionally augmented."""
+
+    # Accepts (epoch, i) keys from ShardedBatchSampler.
+    epoch_keys = True
 
     def __init__(
         self,
@@ -67,7 +72,11 @@ class SignalMapDataset(Dataset):
             return {key: value[i] for key, value in self.cache.items()}
         return self.source.sample(int(self.indices[i]))
 
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, torch.Tensor]:
+        """Item ``i`` (``key = i``, augmented for the epoch last given to ``set_epoch``) or ``key = (epoch, i)``:
+        :class:`ShardedBatchSampler` sends the epoch with the index, so that worker processes, which hold their
+        own copy of this dataset, augment for the right epoch even when they persist across epochs."""
+        epoch, i = key if isinstance(key, tuple) else (self.epoch, key)
         raw = self.raw(i)
         item: dict[str, torch.Tensor] = {
             "signals": torch.from_numpy(raw["signals"].astype(np.float32)),
@@ -79,26 +88,28 @@ class SignalMapDataset(Dataset):
             item["buildings"] = torch.from_numpy(raw["buildings"].astype(np.float32))
         item["group"] = torch.tensor(int(raw["group"]) if "group" in raw else 0)
         if self.augment is not None:
-            generator = torch.Generator().manual_seed(hash((self.seed, self.epoch, int(self.indices[i]))) % 2**63)
+            generator = torch.Generator().manual_seed(hash((self.seed, epoch, int(self.indices[i]))) % 2**63)
             item.update(self.augment(item, generator))
         return item
 
 
 @dataclass
 class AugmentOptions:
-    """Training-time augmentation: D4 symmetry, random frame subsets, random sparsity."""
+    """Training-time augmentation: D4 symmetry, random frame subsets, random sparsity, a random receiver floor."""
 
     d4: bool = True
     min_frames: int | None = None
     max_frames: int | None = None
     min_keep_fraction: float | None = None
+    max_floor_fraction: float | None = None
 
     def build(self) -> Augment | None:
         frames = (self.min_frames, self.max_frames) if self.max_frames else None
         keep = (self.min_keep_fraction, 1.0) if self.min_keep_fraction else None
-        if not self.d4 and frames is None and keep is None:
+        floor = (0.0, self.max_floor_fraction) if self.max_floor_fraction else None
+        if not self.d4 and frames is None and keep is None and floor is None:
             return None
-        return Augment(d4=self.d4, frames=frames, keep_fraction=keep)
+        return Augment(d4=self.d4, frames=frames, keep_fraction=keep, floor_fraction=floor)
 
 
 def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -109,7 +120,15 @@ def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, n
 
 
 class SplitDataModule(L.LightningDataModule):
-    """Loaders over ``train_set`` (reshuffled per (seed, epoch)) and ``val_set``, which subclasses build in setup."""
+    """Loaders over ``train_set`` (reshuffled per (seed, epoch)) and ``val_set``, which subclasses build in setup.
+
+    Under DDP every rank reads its own shard (:class:`ShardedBatchSampler`): each sample exactly once per epoch
+    over all ranks, for training and validation, with the same number of batches on every rank. Lightning's own
+    ``DistributedSampler`` would pad the last round with duplicates, so ``fit_task`` turns it off for data
+    modules that set ``shards_itself``.
+    """
+
+    shards_itself = True
 
     def __init__(self, batch_size: int, num_workers: int, augment: AugmentOptions | None, seed: int) -> None:
         super().__init__()
@@ -120,15 +139,36 @@ class SplitDataModule(L.LightningDataModule):
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
 
+    def rank_and_world(self) -> tuple[int, int]:
+        """(global rank, world size) of the attached trainer; (0, 1) without one."""
+        trainer = getattr(self, "trainer", None)
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def epoch_source(self) -> Callable[[], int] | None:
+        """The attached trainer's current epoch, read when an epoch's iteration starts; None without a trainer."""
+        trainer = getattr(self, "trainer", None)
+        return (lambda: trainer.current_epoch) if trainer is not None else None
+
     def train_dataloader(self) -> DataLoader:
         assert self.train_set is not None
-        return make_loader(
-            self.train_set, self.batch_size, self.num_workers, EpochShuffleSampler(len(self.train_set), self.seed)
+        rank, world = self.rank_and_world()
+        shuffle = EpochShuffleSampler(len(self.train_set), self.seed)
+        batches = ShardedBatchSampler(
+            len(self.train_set),
+            self.batch_size,
+            shuffle,
+            rank,
+            world,
+            self.epoch_source(),
+            epoch_keys=getattr(self.train_set, "epoch_keys", False),
         )
+        return make_loader(self.train_set, num_workers=self.num_workers, batch_sampler=batches)
 
     def val_dataloader(self) -> DataLoader:
         assert self.val_set is not None
-        return make_loader(self.val_set, self.batch_size, self.num_workers)
+        rank, world = self.rank_and_world()
+        batches = ShardedBatchSampler(len(self.val_set), self.batch_size, None, rank, world)
+        return make_loader(self.val_set, num_workers=self.num_workers, batch_sampler=batches)
 
 
 class SignalDataModule(SplitDataModule):
@@ -171,15 +211,33 @@ class SignalDataModule(SplitDataModule):
         return self.train_set.source.attrs
 
 
-def make_loader(dataset: Dataset, batch_size: int, num_workers: int = 0, sampler: Sampler | None = None) -> DataLoader:
-    """A loader with our collate (pads frame subsets) and pinned memory when a GPU will read the batches."""
+def make_loader(
+    dataset: Dataset,
+    batch_size: int = 1,
+    num_workers: int = 0,
+    sampler: Sampler | None = None,
+    batch_sampler: Sampler[list] | None = None,
+) -> DataLoader:
+    """A loader with our collate (pads frame subsets) and pinned memory when a GPU will read the batches.
+
+    Workers keep ``prefetch_factor`` batches each in flight; pinned buffers make the host-to-device copy
+    asynchronous. Workers persist across epochs (no re-spawn and re-opening of the Zarr store every epoch)
+    unless that would freeze the augmentation: a worker's copy of a dataset with ``set_epoch`` only learns the
+    epoch from ``(epoch, i)`` keys (a :class:`ShardedBatchSampler` with ``epoch_keys``).
+    """
+    workers: dict[str, Any] = {}
+    if num_workers > 0:
+        epoch_keys = getattr(batch_sampler, "epoch_keys", False)
+        workers = {"persistent_workers": epoch_keys or not hasattr(dataset, "set_epoch"), "prefetch_factor": 4}
+    batching = {"batch_sampler": batch_sampler} if batch_sampler is not None else {"batch_size": batch_size}
     return DataLoader(
         dataset,
-        batch_size=batch_size,
         sampler=sampler,
         num_workers=num_workers,
         pin_memory=torch.cuda.is_available(),
         collate_fn=collate,
+        **batching,
+        **workers,
     )
 
 
@@ -193,12 +251,82 @@ class EpochShuffleSampler(Sampler[int]):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[int]:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         return iter(torch.randperm(self.n, generator=generator).tolist())
 
     def __len__(self) -> int:
         return self.n
+
+
+def plan_batches(order: np.ndarray, batch_size: int, rank: int = 0, world_size: int = 1) -> list[np.ndarray]:
+    """Rank ``rank``'s batches of the samples ``order`` (all ranks together: each sample exactly once).
+
+    Every rank gets the same number of batches, so DDP never waits on a rank that ran out:
+    ``ceil(n / (world_size * batch_size))``, or ``n // world_size`` when there are too few samples for that
+    many non-empty batches (then batches hold up to ``ceil(n / (world_size * (n // world_size)))`` samples,
+    a little over ``batch_size``). The batches are consecutive runs of ``order``, full-size while enough
+    samples remain for one per later batch; batch ``j`` goes to rank ``j % world_size``. With one rank this
+    is plain chunking into ``batch_size`` (the last batch partial), as a DataLoader does.
+    """
+    n = len(order)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is not in 0..{world_size - 1}")
+    if n < world_size:
+        raise DataError(f"{n} samples cannot be shared by {world_size} ranks: use fewer devices or more data")
+    total = world_size * min(-(-n // (world_size * batch_size)), n // world_size)
+    if total * batch_size >= n:
+        # Greedy: full batches, leaving at least one sample for every later batch.
+        sizes, left = [], n
+        for j in range(total):
+            sizes.append(min(batch_size, left - (total - j - 1)))
+            left -= sizes[-1]
+    else:
+        sizes = [n // total + (j < n % total) for j in range(total)]
+    bounds = np.cumsum([0, *sizes])
+    return [order[bounds[j] : bounds[j + 1]] for j in range(rank, total, world_size)]
+
+
+class ShardedBatchSampler(Sampler[list]):
+    """This rank's batches of indices: the order of ``sampler`` (an :class:`EpochShuffleSampler`; None =
+    0..n-1 in order) split by :func:`plan_batches`.
+
+    Lightning calls ``set_epoch`` on ``batch_sampler.sampler`` before every epoch. With ``epoch_keys`` (for
+    datasets whose ``epoch_keys`` attribute is true) the keys are ``(epoch, index)``: the epoch travels with
+    each index, so persistent worker processes, which hold their own copy of the dataset, augment for the
+    right epoch.
+    """
+
+    def __init__(
+        self,
+        n: int,
+        batch_size: int,
+        sampler: EpochShuffleSampler | None = None,
+        rank: int = 0,
+        world_size: int = 1,
+        epoch_source: Callable[[], int] | None = None,
+        epoch_keys: bool = False,
+    ) -> None:
+        self.n, self.batch_size, self.rank, self.world_size = n, batch_size, rank, world_size
+        self.sampler = sampler
+        self.epoch_source = epoch_source
+        self.epoch_keys = epoch_keys
+        self._len = len(plan_batches(np.arange(n), batch_size, rank, world_size))
+
+    def __iter__(self) -> Iterator[list]:
+        # The trainer's epoch, when given, wins: on resume Lightning creates the loader iterator (and worker
+        # processes prefetch from it) before it calls set_epoch.
+        if self.sampler is not None and self.epoch_source is not None:
+            self.sampler.set_epoch(self.epoch_source())
+        epoch = self.sampler.epoch if self.sampler is not None else 0
+        order = np.fromiter(self.sampler, np.int64, self.n) if self.sampler is not None else np.arange(self.n)
+        for batch in plan_batches(order, self.batch_size, self.rank, self.world_size):
+            yield [(epoch, int(i)) for i in batch] if self.epoch_keys else [int(i) for i in batch]
+
+    def __len__(self) -> int:
+        return self._len
 
 
 def collate(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:

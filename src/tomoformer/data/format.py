@@ -398,14 +398,16 @@ class ZarrWriter:
 
     @classmethod
     def reopen(cls, path: str | os.PathLike[str]) -> tuple[ZarrWriter, int]:
-        """Reopen a partial store for ``--resume``; returns the writer and the number of samples written."""
+        """Reopen a partial store for ``--resume``; returns the writer and the number of samples written (0: the
+        caller should start the store over, since its arrays may not all exist yet)."""
         import zarr
 
         self = cls.__new__(cls)
         self.path = Path(path)
         try:
             self.group = zarr.open_group(str(self.path), mode="r+")
-            written = int(self.group.attrs["n_written"])
+            # No count yet: killed between creating the store and committing its first samples.
+            written = int(self.group.attrs.get("n_written", 0))
         except Exception as err:
             raise DataError(f"{path}: cannot resume this store ({_short(err)})") from None
         return self, written

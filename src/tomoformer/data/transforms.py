@@ -113,12 +113,28 @@ def random_sparsity(signals: Tensor, keep_fraction: float, generator: torch.Gene
     return flat.masked_fill(mask, float("nan")).reshape(signals.shape)
 
 
+def random_floor(signals: Tensor, fraction: float, generator: torch.Generator | None = None) -> Tensor:
+    """Set the weakest ``fraction`` of the sample's measured cells (over all frames) to NaN, as a receiver with
+    a sensitivity floor (or a ray tracer that finds no path) would report them. signals: ``[T, H, W]`` float."""
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"fraction must be in [0, 1), got {fraction}")
+    values = signals[torch.isfinite(signals)].float()
+    if fraction == 0.0 or values.numel() == 0:
+        return signals
+    if values.numel() > 1_000_000:  # the quantile of a random subset is accurate enough and bounded in cost
+        pick = torch.randint(0, values.numel(), (1_000_000,), generator=generator, device=_device(generator))
+        values = values[pick.to(values.device)]
+    floor = torch.quantile(values, fraction)
+    return signals.masked_fill(signals < floor, float("nan"))
+
+
 class Augment:
     """Random augmentation of a sample dict ``{"signals", "buildings"?, "tx_pos"?, ...}``.
 
     In order: a random frame subset (T drawn uniformly in ``frames = (min, max)``), a random D4 symmetry,
-    then random sparsity (keep fraction drawn uniformly in ``keep_fraction = (lo, hi)``). Other keys pass
-    through unchanged. Works on one sample (``signals [T, H, W]``) or a batch (one draw for the batch).
+    random sparsity (keep fraction drawn uniformly in ``keep_fraction = (lo, hi)``), then a random receiver
+    floor (the weakest fraction, drawn uniformly in ``floor_fraction = (lo, hi)``, of the cells becomes NaN).
+    Other keys pass through unchanged. Works on one sample (``signals [T, H, W]``) or a batch (one draw for the batch).
 
     Deterministic given the generator: the same seed gives the same sequence of augmented samples. In a
     multi-worker DataLoader every worker holds a copy of the generator, so pass a per-sample generator to
@@ -131,11 +147,15 @@ class Augment:
         frames: tuple[int, int] | None = None,
         keep_fraction: tuple[float, float] | None = None,
         generator: torch.Generator | None = None,
+        floor_fraction: tuple[float, float] | None = None,
     ) -> None:
         if frames is not None and not 1 <= frames[0] <= frames[1]:
             raise ValueError(f"frames must be (min, max) with 1 <= min <= max, got {frames}")
         if keep_fraction is not None and not 0.0 <= keep_fraction[0] <= keep_fraction[1] <= 1.0:
             raise ValueError(f"keep_fraction must be (lo, hi) with 0 <= lo <= hi <= 1, got {keep_fraction}")
+        if floor_fraction is not None and not 0.0 <= floor_fraction[0] <= floor_fraction[1] < 1.0:
+            raise ValueError(f"floor_fraction must be (lo, hi) with 0 <= lo <= hi < 1, got {floor_fraction}")
+        self.floor_fraction = tuple(floor_fraction) if floor_fraction is not None else None
         self.d4 = d4
         self.frames = tuple(frames) if frames is not None else None
         self.keep_fraction = tuple(keep_fraction) if keep_fraction is not None else None
@@ -159,6 +179,9 @@ class Augment:
             lo, hi = self.keep_fraction
             keep = lo + (hi - lo) * float(torch.rand((), generator=g, device=_device(g)))
             signals = random_sparsity(signals, keep, g)
+        if self.floor_fraction is not None:
+            lo, hi = self.floor_fraction
+            signals = random_floor(signals, lo + (hi - lo) * float(torch.rand((), generator=g, device=_device(g))), g)
         out["signals"] = signals
         if "buildings" in out:
             out["buildings"] = buildings
@@ -167,4 +190,7 @@ class Augment:
         return out
 
     def __repr__(self) -> str:
-        return f"Augment(d4={self.d4}, frames={self.frames}, keep_fraction={self.keep_fraction})"
+        return (
+            f"Augment(d4={self.d4}, frames={self.frames}, keep_fraction={self.keep_fraction}, "
+            f"floor_fraction={self.floor_fraction})"
+        )

@@ -3,8 +3,9 @@
 The run reuses :func:`tomoformer.tasks.train.fit_task` (same Lightning loop and run folder as ``train``). LoRA
 adapters are merged into a copy of the model every time Lightning writes a checkpoint, so ``best.ckpt`` and
 ``last.ckpt`` hold plain registry weights and load with :func:`tomoformer.checkpoint.load_checkpoint` (merging at
-save time rather than once after training keeps ``best.ckpt``, which is written mid-run, loadable too).
-Consequence: a LoRA run cannot be resumed from its checkpoints; ``finetune`` has no ``--resume``.
+save time rather than once after training keeps ``best.ckpt``, which is written mid-run, loadable too). The
+unmerged adapter state travels along under ``"lora_state_dict"``, so ``finetune --resume`` continues a LoRA run
+from ``last.ckpt`` exactly like any other run.
 """
 
 from __future__ import annotations
@@ -103,9 +104,21 @@ class FinetuneTask(MappingTask):
         if self.policy.kind != "lora":
             return
         state = checkpoint["state_dict"]
-        for key in [k for k in state if k.startswith("model.")]:
-            del state[key]
+        checkpoint[_LORA_KEY] = {k: state.pop(k) for k in [k for k in state if k.startswith("model.")]}
         state.update({f"model.{k}": v.detach().clone() for k, v in self.merged_model().state_dict().items()})
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Lightning calls this before it loads ``state_dict`` into a resumed run: give it the adapter weights.
+        if self.policy.kind == "lora":
+            if _LORA_KEY not in checkpoint:
+                raise ConfigError("cannot resume this LoRA run: its last.ckpt holds no adapter state")
+            state = checkpoint["state_dict"]
+            for key in [k for k in state if k.startswith("model.")]:
+                del state[key]
+            state.update(checkpoint[_LORA_KEY])
+
+
+_LORA_KEY = "lora_state_dict"
 
 
 @dataclasses.dataclass
@@ -128,7 +141,7 @@ def run_finetune(checkpoint: str | Path, policy: str, config: TrainConfig) -> Fi
     loaded = load_checkpoint(checkpoint)
     if getattr(loaded.model, "requires_fit", False):
         raise ConfigError(f"{checkpoint}: model {loaded.name!r} is fitted, not trained; nothing to fine-tune")
-    config = dataclasses.replace(config, model=loaded.name, model_kwargs=dict(loaded.model_kwargs), resume=False)
+    config = dataclasses.replace(config, model=loaded.name, model_kwargs=dict(loaded.model_kwargs))
     record = {**config.to_dict(), "finetune": {"from": str(checkpoint), "policy": str(parsed)}}
     out = start_run(config, record)
     datamodule = datamodule_for(config)

@@ -98,6 +98,58 @@ def frame_features(signals: Tensor, tx_pos: Tensor | None = None) -> tuple[Tenso
     return features, valid.flatten(2).any(dim=-1)
 
 
+def radial_slope(features: Tensor, tx_pos: Tensor | None) -> Tensor:
+    """The excess loss each cell adds along the ray from the frame's transmitter, per cell.
+
+    Free space costs nothing in ``excess``, and a shadow behind a building is flat along the ray; only where the
+    ray enters a wall or crosses a building interior does the excess fall. So this slope, unlike the excess
+    itself, marks an obstruction where it is and not in its shadow: the local quantity radio tomography solves
+    for. It is an upwind difference (each cell minus its neighbours towards the transmitter, weighted by the
+    ray's direction), so a wall's loss lands on the cell behind it and not on the cell in front; in 4 dB per
+    cell, clipped to +-3; 0 where a neighbour is missing or the transmitter is unknown.
+
+    Args:
+        features: [B, T, 5, H, W] from :func:`frame_features`.
+        tx_pos: [B, T, 3] cells or None (then all zeros).
+
+    Returns:
+        [B, T, H, W] float32.
+    """
+    ex = features[:, :, 3]
+    H, W = ex.shape[-2:]
+    if tx_pos is None:
+        return torch.zeros_like(ex)
+    ok = (features[:, :, 1] > 0) & (features[:, :, 4] == 0)
+    tx = torch.nan_to_num(tx_pos.float(), nan=0.0)
+    rows = torch.arange(H, device=ex.device, dtype=torch.float32).view(1, 1, H, 1) - tx[..., 0, None, None]
+    cols = torch.arange(W, device=ex.device, dtype=torch.float32).view(1, 1, 1, W) - tx[..., 1, None, None]
+    dist = (rows * rows + cols * cols).sqrt().clamp_min(1.0)
+    slope = torch.zeros_like(ex)
+    support = ok.clone()
+    for axis, offset in ((2, rows), (3, cols)):
+        weight = (offset / dist).abs()
+        # The upwind neighbour along this axis: the previous cell when the ray travels towards +axis.
+        prev_ex, prev_ok = _shift(ex, axis, 1), _shift(ok, axis, 1)
+        next_ex, next_ok = _shift(ex, axis, -1), _shift(ok, axis, -1)
+        forward = offset >= 0
+        up_ex = torch.where(forward, prev_ex, next_ex)
+        # Logical ops, not torch.where, on masks: ONNX Runtime has no boolean Where.
+        up_ok = (forward & prev_ok) | (~forward & next_ok) | (weight < 0.05)
+        slope = slope + weight * (ex - up_ex)
+        support = support & up_ok
+    return torch.where(support, (slope * (DB_SCALE / 4.0)).clamp(-3.0, 3.0), 0.0)
+
+
+def _shift(x: Tensor, axis: int, step: int) -> Tensor:
+    """``x`` moved by ``step`` cells along ``axis`` (2 rows or 3 columns of [B, T, H, W]); zeros/False flow in."""
+    pad = [0, 0, 0, 0]
+    pad[(3 - axis) * 2 + (0 if step > 0 else 1)] = abs(step)
+    n = x.shape[axis]
+    padded = F.pad(x.float(), pad) if x.dtype == torch.bool else F.pad(x, pad)
+    out = padded.narrow(axis, 0 if step > 0 else abs(step), n)
+    return out > 0 if x.dtype == torch.bool else out
+
+
 def pixel_statistics(signals: Tensor, tx_pos: Tensor | None = None, chunk: int = 64) -> Tensor:
     """Per-pixel statistics over the T frames (see ``PIXEL_STATISTICS``), never NaN.
 

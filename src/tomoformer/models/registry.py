@@ -40,4 +40,5 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
 
 def _import_builtin_models() -> None:
     # Importing the model modules runs their @register_model decorators.
-    from tomoformer.models import classical, seednet, tomoformer, unet  # noqa: F401
+    from tomoformer.experts import model as _experts  # noqa: F401
+    from tomoformer.models import classical, convgru, seednet, tomoformer, unet  # noqa: F401

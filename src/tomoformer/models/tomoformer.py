@@ -2,13 +2,14 @@
 
 Layout (like timm's ``vision_transformer.py``):
 
-1. per-frame features (``features.frame_features``) -> patch embedding shared by all frames + token MLP;
+1. per-frame features (``features.frame_features`` and the loss each cell adds along the transmitter's ray,
+   ``features.radial_slope``) -> patch embedding shared by all frames + token MLP;
 2. frame aggregation: per patch, a few learned queries cross-attend over the T frame tokens (Perceiver-style,
    masked for missing frames), so the cost is linear in T and any T works at inference;
 3. spatial encoder: timm ``Block``s over the patch tokens with a 2D position embedding resampled to the grid;
 4. decoder: ``"conv"`` (pixel-shuffle upsampling) or ``"transformer"`` (one learned query per output patch
-   cross-attending to the encoder tokens), both refined at full resolution with the per-pixel statistics
-   over T so that building edges are sharp.
+   cross-attending to the encoder tokens), both refined at full resolution by a conv pyramid over per-pixel
+   statistics over T (hand-made ones, and learned ones: ``PixelFramePool``) so that building edges are sharp.
 
 Output: logits [B, H, W] for "building".
 """
@@ -32,6 +33,7 @@ from tomoformer.models.features import (
     frame_features,
     pad_to_multiple,
     pixel_statistics,
+    radial_slope,
 )
 from tomoformer.models.registry import register_model
 
@@ -70,6 +72,9 @@ class TomoFormerConfig:
     attn_drop_rate: float = 0.0
     drop_path_rate: float = 0.0
     num_classes: int = 1
+    radial_slope: bool = True  # add the excess loss's slope along each ray (features.radial_slope) per frame
+    pixel_pool_dim: int = 8  # >0: learned per-pixel statistics over frames (PixelFramePool) join the pyramid
+    aux_weight: float = 0.0  # deep supervision: weight of a loss on the Transformer decoder's own map
 
     def __post_init__(self) -> None:
         if self.decoder not in ("conv", "transformer"):
@@ -214,6 +219,41 @@ def _fit(x: Tensor, size: tuple[int, int] | torch.Size) -> Tensor:
     return F.pad(x, (0, size[1] - x.shape[-1], 0, size[0] - x.shape[-2]))
 
 
+class PixelFramePool(nn.Module):
+    """Learned per-pixel statistics over frames: a small MLP (1x1 convs) shared by every frame and pixel, then
+    the mean and the maximum over the frames in which the pixel was measured.
+
+    The hand-made statistics (``features.pixel_statistics``) summarise each feature over frames on its own; this
+    pool first combines a frame's features at a pixel (its excess loss together with its distance to that
+    frame's transmitter and the loss added along the ray), which no summary of single features can express.
+    Frames are processed in chunks of ``chunk`` so memory stays bounded for long sequences.
+    """
+
+    def __init__(self, in_dim: int, dim: int, chunk: int = 64) -> None:
+        super().__init__()
+        self.dim, self.chunk = dim, chunk
+        self.mlp = nn.Sequential(nn.Conv2d(in_dim, 2 * dim, 1), nn.GELU(), nn.Conv2d(2 * dim, dim, 1))
+
+    def forward(self, feats: Tensor, valid: Tensor) -> Tensor:
+        """feats [B, T, C, H, W], valid [B, T, H, W] bool -> [B, 2 * dim, H, W] (zeros where never measured)."""
+        B, T, _, H, W = feats.shape
+        total = feats.new_zeros(B, self.dim, H, W)
+        count = feats.new_zeros(B, 1, H, W)
+        low = torch.finfo(feats.dtype).min
+        peak = feats.new_full((B, self.dim, H, W), low)
+        starts = [0] if torch.compiler.is_compiling() else range(0, T, self.chunk)
+        chunk = T if torch.compiler.is_compiling() else self.chunk
+        for start in starts:
+            f = feats[:, start : start + chunk]
+            m = valid[:, start : start + chunk, None].to(feats.dtype)  # [B, t, 1, H, W]
+            h = self.mlp(f.flatten(0, 1)).unflatten(0, (B, -1))  # [B, t, dim, H, W]
+            total = total + (h * m).sum(1)
+            count = count + m.sum(1)
+            peak = torch.maximum(peak, torch.where(m > 0, h, low).amax(1))
+        seen = count > 0
+        return torch.cat([total / count.clamp_min(1.0), torch.where(seen, peak, 0.0)], dim=1)
+
+
 class PixelPyramid(nn.Module):
     """The full-resolution path: a conv pyramid over the per-pixel statistics (``levels`` halvings), decoded
     coarse to fine, with the Transformer's tokens added at every level of the decoding and the Transformer
@@ -272,7 +312,7 @@ class TomoFormer(nn.Module):
         self.grid = math.ceil(cfg.img_size / p)
 
         # Frame encoder, shared by every frame.
-        self.patch_embed = nn.Conv2d(NUM_FRAME_FEATURES, D, p, stride=p)
+        self.patch_embed = nn.Conv2d(NUM_FRAME_FEATURES + int(cfg.radial_slope), D, p, stride=p)
         self.frame_norm = nn.LayerNorm(D)
         self.frame_mlp = Mlp(D, int(D * cfg.frame_mlp_ratio))
         self.time_proj = nn.Linear(D, D) if cfg.time_embed else None
@@ -303,8 +343,14 @@ class TomoFormer(nn.Module):
             self.decoder = ConvDecoder(D, cfg.decoder_dim, p)
         else:
             self.decoder = TransformerDecoder(cfg, self.grid)
-        self.pyramid = PixelPyramid(NUM_PIXEL_STATISTICS, cfg.skip_dim, D, cfg.decoder_dim, cfg.pyramid_levels)
+        frame_dim = NUM_FRAME_FEATURES + int(cfg.radial_slope)
+        self.pixel_pool = PixelFramePool(frame_dim, cfg.pixel_pool_dim) if cfg.pixel_pool_dim > 0 else None
+        stats_dim = NUM_PIXEL_STATISTICS + 2 * cfg.pixel_pool_dim
+        self.pyramid = PixelPyramid(stats_dim, cfg.skip_dim, D, cfg.decoder_dim, cfg.pyramid_levels)
         self.head = nn.Conv2d(cfg.skip_dim, cfg.num_classes, 1)
+        # The pyramid alone already fits the per-pixel statistics well, so without a loss of their own the
+        # Transformer's tokens get little gradient early on; a map predicted from the decoder alone fixes that.
+        self.aux_head = nn.Conv2d(cfg.decoder_dim, cfg.num_classes, 1) if cfg.aux_weight > 0 else None
         self.init_weights()
 
     def init_weights(self) -> None:
@@ -340,9 +386,15 @@ class TomoFormer(nn.Module):
         pos = resample_abs_pos_embed(self.pos_embed, list(grid), [self.grid] * 2, num_prefix_tokens=0)
         return self.pos_drop(x + pos.to(x.dtype))
 
-    def embed_frames(self, signals: Tensor, tx_pos: Tensor | None) -> tuple[Tensor, Tensor, tuple[int, int]]:
-        """signals [B, T, H, W] -> frame tokens [B, T, N, D], frame mask [B, T] and the token grid."""
+    def frame_inputs(self, signals: Tensor, tx_pos: Tensor | None) -> tuple[Tensor, Tensor]:
+        """signals [B, T, H, W] -> per-frame features [B, T, C, H, W] and frame presence [B, T] bool."""
         feats, present = frame_features(signals, tx_pos)
+        if self.cfg.radial_slope:
+            feats = torch.cat([feats, radial_slope(feats, tx_pos)[:, :, None]], dim=2)
+        return feats, present
+
+    def embed_frames(self, feats: Tensor, present: Tensor) -> tuple[Tensor, Tensor, tuple[int, int]]:
+        """feats [B, T, C, H, W] -> frame tokens [B, T, N, D], frame mask [B, T] and the token grid."""
         B, T = present.shape
         feats = pad_to_multiple(feats.flatten(0, 1), self.patch_size)
         x = self.patch_embed(feats.to(self.patch_embed.weight.dtype))
@@ -361,11 +413,10 @@ class TomoFormer(nn.Module):
 
     def forward_features(self, signals: Tensor, tx_pos: Tensor | None = None) -> Tensor:
         """signals [B, T, H, W] dB, tx_pos [B, T, 3] | None -> encoder tokens [B, N, D] (padded patch grid)."""
-        x, _ = self._forward_features(signals, tx_pos)
-        return x
+        return self._encode(*self.frame_inputs(signals, tx_pos))[0]
 
-    def _forward_features(self, signals: Tensor, tx_pos: Tensor | None) -> tuple[Tensor, tuple[int, int]]:
-        x, present, grid = self.embed_frames(signals, tx_pos)
+    def _encode(self, feats: Tensor, present: Tensor) -> tuple[Tensor, tuple[int, int]]:
+        x, present, grid = self.embed_frames(feats, present)
         B, T, N, D = x.shape
         mask = present[:, None, :].expand(B, N, T).reshape(B * N, T)
         x = self.agg(x.transpose(1, 2).reshape(B * N, T, D), mask).reshape(B, N, D)
@@ -381,23 +432,52 @@ class TomoFormer(nn.Module):
         grid: tuple[int, int] | None = None,
     ) -> Tensor:
         """Encoder tokens [B, N, D] -> logits [B, H, W] (H, W from ``signals``; stats recomputed if None)."""
+        feats = self.frame_inputs(signals, tx_pos)[0] if self.pixel_pool is not None else None
+        return self._decode(x, signals, tx_pos, feats, stats, grid)[0]
+
+    def _decode(
+        self,
+        x: Tensor,
+        signals: Tensor,
+        tx_pos: Tensor | None,
+        feats: Tensor | None,
+        stats: Tensor | None,
+        grid: tuple[int, int] | None,
+    ) -> tuple[Tensor, Tensor]:
+        """-> logits [B, H, W] and the decoder's features [B, decoder_dim, H', W'] (padded)."""
         H, W = signals.shape[-2:]
         p = self.patch_size
         if grid is None:
             grid = ((H + p - 1) // p, (W + p - 1) // p)
         if stats is None:
             stats = pixel_statistics(signals, tx_pos)
+        if self.pixel_pool is not None:
+            stats = torch.cat([stats, self.pixel_pool(feats, feats[:, :, 1] > 0).to(stats.dtype)], dim=1)
         stats = pad_to_multiple(stats, self.pyramid.multiple).to(self.head.weight.dtype)
         decoded = _fit(self.decoder(x, grid), stats.shape[-2:])
         token_map = x.transpose(1, 2).reshape(x.shape[0], -1, *grid)
         out = self.head(self.pyramid(stats, token_map, decoded))[..., :H, :W]
-        out = out.float()
-        return out[:, 0] if out.shape[1] == 1 else out
+        return _squeeze_classes(out.float()), decoded
 
     def forward(self, signals: Tensor, tx_pos: Tensor | None = None) -> Tensor:
         """signals [B, T, H, W] dB (NaN = missing), tx_pos [B, T, 3] cells | None -> logits [B, H, W]."""
-        x, grid = self._forward_features(signals, tx_pos)
-        return self.forward_head(x, signals, tx_pos, grid=grid)
+        return self.forward_train(signals, tx_pos)[0]
+
+    def forward_train(self, signals: Tensor, tx_pos: Tensor | None = None) -> tuple[Tensor, list[tuple[float, Tensor]]]:
+        """Like ``forward``, plus the auxiliary outputs to supervise: [(weight, logits [B, H, W])] (empty when
+        ``aux_weight`` is 0). The training task adds ``weight x loss(aux logits)`` to the loss."""
+        feats, present = self.frame_inputs(signals, tx_pos)
+        x, grid = self._encode(feats, present)
+        logits, decoded = self._decode(x, signals, tx_pos, feats, None, grid)
+        if self.aux_head is None:
+            return logits, []
+        H, W = signals.shape[-2:]
+        aux = _squeeze_classes(self.aux_head(decoded)[..., :H, :W].float())
+        return logits, [(self.cfg.aux_weight, aux)]
+
+
+def _squeeze_classes(out: Tensor) -> Tensor:
+    return out[:, 0] if out.shape[1] == 1 else out
 
 
 def _init_linear(module: nn.Module) -> None:
@@ -417,19 +497,19 @@ def _create(defaults: dict[str, Any], **kwargs: Any) -> TomoFormer:
 
 @register_model
 def tomoformer_tiny(**kwargs: Any) -> TomoFormer:
-    """0.9 M parameters (1.2 M with the transformer decoder): trains on a CPU in minutes (100x100, T=16)."""
+    """2.0 M parameters (2.2 M with the transformer decoder): trains on a CPU in minutes (48x48, T=16)."""
     return _create(dict(embed_dim=96, depth=4, num_heads=3, decoder_embed_dim=96, decoder_heads=3), **kwargs)
 
 
 @register_model
 def tomoformer_small(**kwargs: Any) -> TomoFormer:
-    cfg = dict(embed_dim=384, depth=8, num_heads=6, num_queries=4, decoder_dim=48, skip_dim=24)
+    cfg = dict(embed_dim=384, depth=8, num_heads=6, num_queries=4, decoder_dim=48, skip_dim=24, pixel_pool_dim=16)
     return _create({**cfg, "decoder_embed_dim": 256, "decoder_heads": 8, "decoder_depth": 2}, **kwargs)
 
 
 @register_model
 def tomoformer_base(**kwargs: Any) -> TomoFormer:
-    cfg = dict(embed_dim=768, depth=12, num_heads=12, num_queries=4, decoder_dim=64, skip_dim=32)
+    cfg = dict(embed_dim=768, depth=12, num_heads=12, num_queries=4, decoder_dim=64, skip_dim=32, pixel_pool_dim=16)
     return _create({**cfg, "decoder_embed_dim": 512, "decoder_heads": 16, "decoder_depth": 4}, **kwargs)
 
 

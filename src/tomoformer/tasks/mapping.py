@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -13,10 +14,11 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import (
     BinaryAccuracy,
     BinaryF1Score,
-    BinaryJaccardIndex,
     BinaryPrecision,
     BinaryRecall,
+    BinaryStatScores,
 )
+from torchmetrics.utilities.compute import _safe_divide
 
 from tomoformer.models.registry import create_model
 
@@ -30,18 +32,26 @@ def dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> t
     return (1 - (2 * intersection + eps) / (union + eps)).mean()
 
 
+class BinaryIoU(BinaryStatScores):
+    """IoU of the building class, tp / (tp + fp + fn) (0 when empty), from the counts F1, precision, recall and
+    accuracy share. torchmetrics' BinaryJaccardIndex counts with ``torch.bincount``, which on CUDA reads the
+    maximum back to the host at every update: a device synchronisation in every training step."""
+
+    def compute(self) -> torch.Tensor:
+        tp, fp, _, fn = self._final_state()
+        return _safe_divide(tp, tp + fp + fn)
+
+
 def mapping_metrics(prefix: str) -> MetricCollection:
-    """IoU, F1, precision, recall and accuracy of the building class."""
-    return MetricCollection(
-        {
-            "iou": BinaryJaccardIndex(),
-            "f1": BinaryF1Score(),
-            "precision": BinaryPrecision(),
-            "recall": BinaryRecall(),
-            "accuracy": BinaryAccuracy(),
-        },
-        prefix=prefix,
-    )
+    """IoU, F1, precision, recall and accuracy of the building class; update with ``(logits > 0, target)``.
+
+    One shared set of counts (``compute_groups``), and no argument validation: it checks the target values
+    with ``torch.unique`` and a Python ``if``, which waits for the device at every step.
+    """
+    names = ("iou", "f1", "precision", "recall", "accuracy")
+    kinds = (BinaryIoU, BinaryF1Score, BinaryPrecision, BinaryRecall, BinaryAccuracy)
+    metrics = {name: kind(validate_args=False) for name, kind in zip(names, kinds, strict=True)}
+    return MetricCollection(metrics, prefix=prefix, compute_groups=[list(names)])
 
 
 def warmup_cosine(step: int, total: int, warmup: int, floor: float = 0.01) -> float:
@@ -69,6 +79,11 @@ class MappingTask(L.LightningModule):
         # Only plain values go into hparams so that checkpoints load with torch.load(weights_only=True).
         self.save_hyperparameters()
         self.model: nn.Module = create_model(model, **(model_kwargs or {}))
+        config = getattr(self.model, "cfg", None)
+        if dataclasses.is_dataclass(config):
+            # Record every option, not only the overrides, so a checkpoint rebuilds the same network even after
+            # a preset's defaults change.
+            self.hparams["model_kwargs"] = dataclasses.asdict(config)
         self.train_metrics = mapping_metrics("train_")
         self.val_metrics = mapping_metrics("val_")
 
@@ -81,12 +96,24 @@ class MappingTask(L.LightningModule):
         return bce + self.hparams.dice_weight * dice_loss(logits, buildings)
 
     def _shared_step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
-        logits = self(batch["signals"], batch.get("tx_pos"))
+        forward_train = getattr(self.model, "forward_train", None)
+        if stage == "train" and forward_train is not None:
+            logits, auxiliary = forward_train(batch["signals"], batch.get("tx_pos"))
+        else:
+            logits, auxiliary = self(batch["signals"], batch.get("tx_pos")), []
         loss = self.loss(logits, batch["buildings"])
+        for weight, aux_logits in auxiliary:
+            loss = loss + weight * self.loss(aux_logits, batch["buildings"])
         metrics = self.train_metrics if stage == "train" else self.val_metrics
-        metrics.update(logits.detach().float(), batch["buildings"].long())
+        # Boolean predictions (logit > 0, i.e. probability > 0.5): float ones make torchmetrics guess whether
+        # they are logits or probabilities from their range, which differs between batches.
+        metrics.update(logits.detach() > 0, batch["buildings"].long())
         batch_size = batch["signals"].shape[0]
-        self.log(f"{stage}_loss", loss, prog_bar=True, on_step=False, on_epoch=True, batch_size=batch_size)
+        # sync_dist reduces over DDP ranks once, at the epoch end (on_step=False), so every rank monitors the same
+        # value; it adds no synchronisation inside the step.
+        self.log(
+            f"{stage}_loss", loss, prog_bar=True, on_step=False, on_epoch=True, batch_size=batch_size, sync_dist=True
+        )
         self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage == "val", batch_size=batch_size)
         return loss
 

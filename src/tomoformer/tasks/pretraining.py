@@ -155,13 +155,15 @@ class MaskedSignalTask(L.LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self.masked_loss(batch)
-        self.log("train_loss", loss, prog_bar=True, on_step=False, on_epoch=True, batch_size=batch["signals"].shape[0])
+        size = batch["signals"].shape[0]
+        self.log("train_loss", loss, prog_bar=True, on_step=False, on_epoch=True, batch_size=size, sync_dist=True)
         return loss
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         # The same masks every epoch, so val_loss is comparable across epochs.
         loss = self.masked_loss(batch, torch.Generator().manual_seed(batch_idx))
-        self.log("val_loss", loss, prog_bar=True, on_step=False, on_epoch=True, batch_size=batch["signals"].shape[0])
+        size = batch["signals"].shape[0]
+        self.log("val_loss", loss, prog_bar=True, on_step=False, on_epoch=True, batch_size=size, sync_dist=True)
 
     def on_train_epoch_start(self) -> None:
         MappingTask.on_train_epoch_start(self)  # type: ignore[arg-type]

@@ -48,6 +48,7 @@ class TrainConfig:
     strategy: str = "auto"
     precision: str | None = None
     num_workers: int = 0
+    data_on_device: bool = False
     resume: bool = False
     progress: bool = True
     fit_batches: int = 64
@@ -93,7 +94,10 @@ def start_run(config: TrainConfig, record: dict[str, Any] | None = None) -> Path
 
 def datamodule_for(config: TrainConfig, require_labels: bool = True) -> SignalDataModule:
     """The (set-up) datamodule over ``config.data`` / ``config.val_data`` (``require_labels=False``: signals only)."""
-    datamodule = SignalDataModule(
+    from tomoformer.data.device import DeviceDataModule
+
+    # data_on_device: the stores live in the training device's memory and batches are made there (data/device.py).
+    datamodule = (DeviceDataModule if config.data_on_device else SignalDataModule)(
         train=config.data,
         val=config.val_data,
         val_fraction=config.val_fraction,
@@ -124,9 +128,11 @@ def run_training(config: TrainConfig) -> TrainResult:
     """Train ``config.model`` on ``config.data``; write the run folder; return the best checkpoint and metrics."""
     start = time.perf_counter()
     out = start_run(config)
-    datamodule = datamodule_for(config)
     probe = create_model(config.model, **config.model_kwargs)
-    if getattr(probe, "requires_fit", False):
+    # Fitted models (threshold, rti) read host datasets; only gradient training uses the device-resident mode.
+    fitted = getattr(probe, "requires_fit", False)
+    datamodule = datamodule_for(dataclasses.replace(config, data_on_device=False) if fitted else config)
+    if fitted:
         return _fit_classical(config, probe, datamodule, out, start)
     task = MappingTask(**task_options(config, datamodule.attrs))
     return fit_task(task, datamodule, config, out, start)
@@ -157,10 +163,12 @@ def fit_task(
         filename="best",
         monitor=monitor[0],
         mode=monitor[1],
-        save_last=True,
         enable_version_counter=False,
     )
-    callbacks: list[Any] = [best]
+    # Not ``save_last=True``: Lightning 2.6 then rewrites last.ckpt only in epochs that also improve best.ckpt,
+    # and a resumed run would repeat every epoch since the last improvement.
+    latest = ModelCheckpoint(dirpath=checkpoints, filename="last", monitor=None, enable_version_counter=False)
+    callbacks: list[Any] = [best, latest]
     # A live bar only on a terminal: in log files (CI, SLURM) it would print one line per refresh.
     progress = config.progress and sys.stderr.isatty()
     if progress:
@@ -196,6 +204,9 @@ def fit_task(
         log_every_n_steps=1,
         num_sanity_val_steps=0,
         plugins=[AtomicCheckpointIO()],
+        # Our data modules shard by rank themselves, each sample exactly once per epoch; Lightning's
+        # DistributedSampler would pad with duplicates (data/datamodule.py, ShardedBatchSampler).
+        use_distributed_sampler=not getattr(datamodule, "shards_itself", False),
     )
     trainer.fit(task, datamodule=datamodule, ckpt_path=resume_from)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val_")}

@@ -1,0 +1,191 @@
+"""``classify pretrain`` / ``classify finetune``: one classification run and its run folder.
+
+The Lightning loop and the run folder (``config.yaml``, ``metrics.csv``, ``checkpoints/best.ckpt`` chosen by
+``val_acc``, ``figures/curves.png``) come from :func:`tomoformer.tasks.train.fit_task`, as for
+the mapping models, plus ``checkpoints/last.ckpt`` with the final weights (no optimiser state: classification
+runs do not resume); the run then scores ``best.ckpt`` on the validation images (``val_metrics.json``,
+``figures/confusion_matrix.png``). The model starts from, in this order of precedence: a classifier
+checkpoint (``source``), a weights file (``weights``), timm's download (``pretrained``), or random
+initialisation. The model is always rebuilt for the data: its image size, channels and classes.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+from tomoformer.checkpoint import save_checkpoint
+from tomoformer.classify.data import ImageDataModule, ImageSet, load_images, match_classes, split
+from tomoformer.classify.evaluate import evaluate_checkpoint, load_classifier
+from tomoformer.classify.models import (
+    DEFAULT_MODEL,
+    create_classifier,
+    load_weights,
+    read_weights_file,
+    resolve_model_kwargs,
+)
+from tomoformer.classify.task import TASK_NAME, ClassifyTask
+from tomoformer.errors import ConfigError
+from tomoformer.finetune.policies import count_parameters, merge_lora, parse_policy
+from tomoformer.tasks.train import TrainConfig, fit_task, start_run
+
+# Keyword arguments resolved from the data: never copied from a checkpoint into a model for other data.
+_DATA_KWARGS = ("num_classes", "in_chans", "img_size")
+
+
+@dataclass
+class ClassifyConfig:
+    """Everything a classification run needs; the defaults suit small images on a laptop CPU."""
+
+    data: str = "data/images"
+    val_data: str | None = None
+    out: str = "runs/classify"
+    model: str = DEFAULT_MODEL
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    patch_size: int | None = None
+    image_size: int | None = None
+    policy: str = "full"
+    weights: str | None = None
+    pretrained: bool = False
+    max_epochs: int = 30
+    max_steps: int = -1
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_fraction: float = 0.05
+    label_smoothing: float = 0.0
+    val_fraction: float = 0.2
+    seed: int = 0
+    accelerator: str = "auto"
+    devices: int | str = 1
+    precision: str | None = None
+    progress: bool = True
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> ClassifyConfig:
+        """Build from a plain dict (a YAML file), refusing unknown keys with one clear line."""
+        unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ConfigError(f"unknown classify option(s): {', '.join(unknown)}")
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def train_config(self, model: str, model_kwargs: dict[str, Any]) -> TrainConfig:
+        """The :class:`TrainConfig` that drives the shared Lightning loop."""
+        return TrainConfig(
+            data=self.data,
+            val_data=self.val_data,
+            out=self.out,
+            model=model,
+            model_kwargs=model_kwargs,
+            max_epochs=self.max_epochs,
+            max_steps=self.max_steps,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            weight_decay=self.weight_decay,
+            warmup_fraction=self.warmup_fraction,
+            seed=self.seed,
+            accelerator=self.accelerator,
+            devices=self.devices,
+            precision=self.precision,
+            progress=self.progress,
+        )
+
+
+@dataclass
+class ClassifyResult:
+    """What a run produced: best checkpoint, validation metrics and parameter counts under the policy."""
+
+    out: Path
+    best_checkpoint: Path
+    val_top1: float
+    metrics: dict[str, float]
+    trainable: int
+    total: int
+    seconds: float
+
+
+def read_data(config: ClassifyConfig) -> tuple[ImageSet, ImageSet]:
+    """(train, validation) images: ``val_data`` or a seeded ``val_fraction`` of ``data``."""
+    images = load_images(config.data, config.image_size)
+    if config.val_data:
+        val = load_images(config.val_data, config.image_size)
+        if val.image_size != images.image_size or val.channels != images.channels:
+            raise ConfigError(f"{config.val_data}: images differ in size or channels from {config.data}")
+        return images, match_classes(val, images.class_names, str(config.val_data))
+    return split(images, config.val_fraction, config.seed)
+
+
+def run_classify(config: ClassifyConfig, source: str | Path | None = None) -> ClassifyResult:
+    """Train a classifier on ``config.data`` (from ``source`` checkpoint, weights or scratch) under
+    ``config.policy``; write the run folder ``config.out``."""
+    start = time.perf_counter()
+    policy = parse_policy(config.policy)
+    train, val = read_data(config)
+    loaded = load_classifier(source) if source else None
+    name, extra, patch = config.model, dict(config.model_kwargs), config.patch_size
+    if loaded is not None:
+        name = loaded.name
+        extra = {k: v for k, v in loaded.model_kwargs.items() if k not in (*_DATA_KWARGS, "patch_size")}
+        patch = patch or loaded.model_kwargs.get("patch_size")
+    kwargs = resolve_model_kwargs(name, len(train.class_names), train.channels, train.image_size, patch, extra)
+    origin = str(source) if source else config.weights or ("timm" if config.pretrained else "scratch")
+    record = {
+        **config.to_dict(),
+        "model": name,
+        "model_kwargs": kwargs,
+        "init": origin,
+        "class_names": train.class_names,
+    }
+    out = start_run(config.train_config(name, kwargs), record)  # seeds everything before the model is built
+    task = ClassifyTask(
+        name,
+        kwargs,
+        train.class_names,
+        policy=str(policy),
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        warmup_fraction=config.warmup_fraction,
+        label_smoothing=config.label_smoothing,
+    )
+    if loaded is not None:
+        fresh = load_weights(task.model, loaded.state_dict, str(source))
+    elif config.weights:
+        fresh = load_weights(task.model, read_weights_file(config.weights), config.weights)
+    elif config.pretrained:
+        task.model.load_state_dict(create_classifier(name, kwargs, pretrained=True).state_dict())
+        fresh = []
+    else:
+        fresh = []
+    if fresh:
+        print(f"new classifier head for {len(train.class_names)} classes ({', '.join(fresh)} freshly initialised)")
+    task.apply_policy()
+    trainable, total = count_parameters(task.model)
+    print(f"policy {policy}: {trainable:,} trainable of {total:,} parameters ({100 * trainable / total:.1f}%)")
+    datamodule = ImageDataModule(train, val, config.batch_size, config.seed)
+    result = fit_task(task, datamodule, config.train_config(name, kwargs), out, start, monitor=("val_acc", "max"))
+    top1 = math.nan
+    if rank_zero_only.rank == 0:  # one writer under DDP
+        # Lightning 2.6 rewrites last.ckpt only in epochs that also improve best.ckpt: write the final weights.
+        hparams = {**task.hparams, "task": TASK_NAME}
+        save_checkpoint(out / "checkpoints" / "last.ckpt", merge_lora(copy.deepcopy(task.model)), hparams)
+        scores = evaluate_checkpoint(result.best_checkpoint, val, out, "validation images", name="val_metrics.json")
+        top1 = float(scores["top1"])
+    return ClassifyResult(
+        out=out,
+        best_checkpoint=result.best_checkpoint,
+        val_top1=top1,
+        metrics=result.metrics,
+        trainable=trainable,
+        total=total,
+        seconds=time.perf_counter() - start,
+    )

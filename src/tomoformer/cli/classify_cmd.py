@@ -1,0 +1,172 @@
+"""``tomoformer classify pretrain|finetune|evaluate|demo``: timm image classifiers under the fine-tuning policies."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from tomoformer.cli.common import add_config_flag, parse_key_values, read_yaml
+from tomoformer.errors import ConfigError
+from tomoformer.finetune.policies import POLICY_HELP
+
+_S = argparse.SUPPRESS
+_DATA_HELP = "image folder (root/<class>/*.png|jpg) or .npz with images [N, C, H, W] and labels [N]"
+# Flag dest → (type, help) for ClassifyConfig fields; all default to SUPPRESS so YAML values survive.
+_FLAGS: dict[str, tuple[Any, str]] = {
+    "data": (str, _DATA_HELP),
+    "val_data": (str, "validation images (default: a seeded --val-fraction of --data)"),
+    "out": (str, "run folder (config.yaml, metrics.csv, checkpoints/, figures/)"),
+    "patch_size": (int, "ViT patch size (default: the model's, or smaller so that small images get a grid)"),
+    "image_size": (int, "resize folder images to N x N (default: they must all have one size)"),
+    "weights": (str, "initial weights: a timm or Hugging Face .safetensors (or torch) file"),
+    "max_epochs": (int, "epochs (default 30)"),
+    "max_steps": (int, "optimiser steps; -1 = no limit (default)"),
+    "batch_size": (int, "images per step (default 64)"),
+    "lr": (float, "peak AdamW learning rate (default 1e-3)"),
+    "weight_decay": (float, "AdamW weight decay (default 0.05)"),
+    "warmup_fraction": (float, "fraction of the steps spent warming up (default 0.05)"),
+    "label_smoothing": (float, "cross-entropy label smoothing (default 0)"),
+    "val_fraction": (float, "share of --data held out without --val-data (default 0.2)"),
+    "seed": (int, "seed for the split, shuffling and initialisation (default 0)"),
+    "accelerator": (str, "auto, cpu or gpu (default auto)"),
+    "devices": (str, "devices (default 1)"),
+    "precision": (str, "e.g. 32-true, bf16-mixed (default: bf16-mixed on CUDA, else 32-true)"),
+}
+
+
+def _add_run_flags(p: argparse.ArgumentParser, *, model: bool) -> None:
+    for name, (kind, text) in _FLAGS.items():
+        p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, default=_S, help=text)
+    if model:
+        p.add_argument("--model", default=_S, help="any timm model name (default vit_tiny_patch16_224)")
+        p.add_argument("--model-opt", dest="model_opts", action="append", metavar="KEY=VALUE", help="timm option")
+    p.add_argument("--pretrained", action="store_true", default=_S, help="download timm's pretrained weights")
+    p.add_argument("--no-progress", dest="progress", action="store_false", default=_S)
+    add_config_flag(p)
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("classify", help="image classification with timm ViTs (pretrain, fine-tune, ...)")
+    sub = parser.add_subparsers(dest="classify_command", metavar="ACTION", required=True)
+
+    p = sub.add_parser("pretrain", help="train a classifier (from scratch, or from --weights / --pretrained)")
+    _add_run_flags(p, model=True)
+    p.set_defaults(handler=run_pretrain, model_opts=None)
+
+    f = sub.add_parser("finetune", help="fine-tune a classifier checkpoint (or timm weights) under a policy")
+    f.add_argument("--from", dest="checkpoint", metavar="CKPT", help="a checkpoint of `classify pretrain`")
+    f.add_argument("--policy", default=_S, help=f"one of {POLICY_HELP} (default: full)")
+    _add_run_flags(f, model=True)
+    f.set_defaults(handler=run_finetune, model_opts=None)
+
+    e = sub.add_parser("evaluate", help="top-1/top-5, per-class accuracy and confusion matrix of a checkpoint")
+    e.add_argument("--checkpoint", required=True, metavar="CKPT")
+    e.add_argument("--data", required=True, help=_DATA_HELP)
+    e.add_argument("--out", required=True, help="folder for metrics.json and figures/confusion_matrix.png")
+    e.add_argument("--image-size", type=int, default=None, help="resize folder images to N x N")
+    e.add_argument("--batch-size", type=int, default=256)
+    e.set_defaults(handler=run_evaluate)
+
+    d = sub.add_parser("demo", help="offline: pretrain on generated strokes, fine-tune on digits per policy")
+    d.add_argument("--out", default="runs/classify_demo")
+    d.add_argument("--policies", default=None, help="comma-separated policies (default: all six)")
+    d.add_argument("--pretrain-size", type=int, default=None, help="generated pretraining images")
+    d.add_argument("--pretrain-epochs", type=int, default=None)
+    d.add_argument("--train-size", type=int, default=None, help="digits to fine-tune on")
+    d.add_argument("--finetune-epochs", type=int, default=None)
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--no-progress", dest="progress", action="store_false", default=True)
+    d.set_defaults(handler=run_demo)
+
+
+def config_from_args(args: argparse.Namespace) -> Any:
+    """ClassifyConfig defaults < --config YAML < flags."""
+    from tomoformer.classify.run import ClassifyConfig
+    from tomoformer.cli.train_cmd import _check_types
+
+    values: dict[str, Any] = read_yaml(args.config) if getattr(args, "config", None) else {}
+    _check_types(values, ClassifyConfig, "")  # `max_epochs: ten` fails here with one line
+    for name in (*_FLAGS, "model", "policy", "pretrained", "progress"):
+        if hasattr(args, name):
+            values[name] = getattr(args, name)
+    if "devices" in values and str(values["devices"]).isdigit():
+        values["devices"] = int(values["devices"])
+    values["model_kwargs"] = {
+        **(values.get("model_kwargs") or {}),
+        **parse_key_values(getattr(args, "model_opts", None), "--model-opt"),
+    }
+    config = ClassifyConfig.from_dict(values)
+    if config.max_epochs < 1 and config.max_steps < 1:
+        raise ConfigError("give --max-epochs or --max-steps of at least 1")
+    if config.weights and config.pretrained:
+        raise ConfigError("give --weights or --pretrained, not both")
+    return config
+
+
+def _report(result: Any) -> int:
+    print(f"done in {result.seconds:.0f} s: validation top-1 {result.val_top1:.4f}")
+    print(f"best checkpoint: {result.best_checkpoint}")
+    return 0
+
+
+def run_pretrain(args: argparse.Namespace) -> int:
+    from tomoformer.classify.run import run_classify
+
+    config = config_from_args(args)
+    if config.policy != "full":
+        raise ConfigError("pretrain trains every parameter; use `classify finetune --policy` for policies")
+    return _report(run_classify(config))
+
+
+def run_finetune(args: argparse.Namespace) -> int:
+    from tomoformer.classify.run import run_classify
+    from tomoformer.finetune.policies import parse_policy
+
+    config = config_from_args(args)
+    parse_policy(config.policy)  # a bad policy fails before any data is read
+    if args.checkpoint and (hasattr(args, "model") or args.model_opts):
+        raise ConfigError("--from CKPT fixes the model: drop --model / --model-opt")
+    if args.checkpoint and (config.weights or config.pretrained):
+        raise ConfigError("give --from CKPT, or --weights / --pretrained with --model, not both")
+    if not (args.checkpoint or config.weights or config.pretrained):
+        raise ConfigError("nothing to fine-tune: give --from CKPT, --weights FILE or --pretrained")
+    return _report(run_classify(config, source=args.checkpoint))
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    import yaml
+
+    from tomoformer.classify.data import load_images
+    from tomoformer.classify.evaluate import evaluate_checkpoint
+    from tomoformer.io import write_text_atomic
+
+    images = load_images(args.data, args.image_size)
+    metrics = evaluate_checkpoint(args.checkpoint, images, args.out, what=str(args.data), batch_size=args.batch_size)
+    record = {"checkpoint": str(args.checkpoint), "data": str(args.data), "image_size": args.image_size}
+    write_text_atomic(Path(args.out) / "config.yaml", yaml.safe_dump(record, sort_keys=False))
+    top5 = f", top-5 {metrics['top5']:.4f}" if "top5" in metrics else ""
+    print(f"{metrics['n_images']} images: top-1 {metrics['top1']:.4f}{top5}")
+    print(f"wrote {Path(args.out) / 'metrics.json'} and {Path(args.out) / 'figures' / 'confusion_matrix.png'}")
+    return 0
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from tomoformer.classify.demo import DemoOptions, run_demo
+
+    given = {
+        "pretrain_size": args.pretrain_size,
+        "pretrain_epochs": args.pretrain_epochs,
+        "train_size": args.train_size,
+        "finetune_epochs": args.finetune_epochs,
+    }
+    options = DemoOptions(out=args.out, seed=args.seed, progress=args.progress)
+    for key, value in given.items():
+        if value is not None:
+            if value < 1:
+                raise ConfigError(f"--{key.replace('_', '-')} must be at least 1")
+            setattr(options, key, value)
+    if args.policies:
+        options.policies = tuple(p.strip() for p in args.policies.split(",") if p.strip())
+    run_demo(options)
+    return 0

@@ -1,0 +1,94 @@
+"""The fit pipeline in-process: region experts started from a pretrained checkpoint under a policy."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import toy_arrays
+from tomoformer.checkpoint import load_checkpoint, save_checkpoint
+from tomoformer.data.format import write_dataset
+from tomoformer.errors import ConfigError
+from tomoformer.experts.config import ExpertsConfig
+from tomoformer.experts.fit import run_experts_fit
+from tomoformer.models.registry import create_model
+
+UNET = {"base_channels": 4, "depth": 1}
+
+
+def test_region_experts_from_pretrained_with_head_policy(tmp_path: Path) -> None:
+    write_dataset(tmp_path / "toy.zarr", toy_arrays(n=12), {"cell_size_m": 2.0})
+    torch.manual_seed(0)
+    pretrained = create_model("unet", **UNET)
+    save_checkpoint(tmp_path / "pre.ckpt", pretrained, {"model": "unet", "model_kwargs": UNET})
+    config = ExpertsConfig(
+        data=str(tmp_path / "toy.zarr"),
+        out=str(tmp_path / "run"),
+        clusterer="gmm",
+        k=2,
+        partition="region",
+        regions=[1, 2],
+        halo=2,
+        expert_models=[{"model": "init"}],
+        init_checkpoint=str(tmp_path / "pre.ckpt"),
+        policy="head",
+        epochs=1,
+        batch_size=4,
+        lr=1e-2,
+        val_fraction=0.25,
+        accelerator="cpu",
+        progress=False,
+    )
+    result = run_experts_fit(config)
+    model = load_checkpoint(result.model_path, expect_model="experts").model
+    assert len(model.experts) == 2 and model.partition == "region"
+    for i, expert in enumerate(model.experts):
+        assert json.loads((tmp_path / "run" / "experts" / str(i) / "done.json").read_text())["n_train"] == 9
+        new, old = expert.state_dict(), pretrained.state_dict()
+        # The head policy trained the head only: every other weight is the pretrained one.
+        assert not torch.equal(new["head.weight"], old["head.weight"])
+        for key in (k for k in old if not k.startswith("head.")):
+            torch.testing.assert_close(new[key], old[key], msg=key)
+    assert set(result.metrics) >= {"iou", "per_cluster"} and (tmp_path / "run" / "metrics.csv").exists()
+
+
+def test_encoder_features_with_dbscan(tmp_path: Path) -> None:
+    write_dataset(tmp_path / "toy.zarr", toy_arrays(n=12), {"cell_size_m": 2.0})
+    torch.manual_seed(0)
+    tiny = dict(embed_dim=16, depth=1, num_heads=2, decoder_embed_dim=16, decoder_heads=2, patch_size=4)
+    encoder = create_model("tomoformer_tiny", **tiny)
+    save_checkpoint(tmp_path / "enc.ckpt", encoder, {"model": "tomoformer_tiny", "model_kwargs": tiny})
+    config = ExpertsConfig(
+        data=str(tmp_path / "toy.zarr"),
+        out=str(tmp_path / "run"),
+        features="encoder",
+        encoder_checkpoint=str(tmp_path / "enc.ckpt"),
+        clusterer="dbscan",
+        dbscan_min_samples=3,
+        expert_models=[{"model": "unet", "model_kwargs": UNET}],
+        combine="hard",
+        epochs=1,
+        batch_size=4,
+        val_fraction=0.25,
+        accelerator="cpu",
+        progress=False,
+    )
+    model = load_checkpoint(run_experts_fit(config).model_path).model
+    assert model.features.kind == "encoder" and model.features.num_features == 16
+    # The frozen encoder inside the model is the checkpoint's, so routing at inference uses the same embedding.
+    torch.testing.assert_close(model.features.encoder.model.state_dict(), encoder.state_dict())
+    assert len(model.experts) == model.num_clusters >= 1
+
+
+def test_config_refuses_bad_options() -> None:
+    with pytest.raises(ConfigError, match="unknown"):
+        ExpertsConfig.from_dict({"clusters": 3})
+    for bad in ({"combine": "vote"}, {"features": "encoder"}, {"expert_models": [{"model": "init"}]}):
+        with pytest.raises(ConfigError):
+            ExpertsConfig.from_dict(bad)
+    with pytest.raises(ConfigError):
+        ExpertsConfig.from_dict({"global_policy": "lora:4"})
+    assert ExpertsConfig.from_dict({"augment": {"d4": False}}).augment.d4 is False
