@@ -6,6 +6,10 @@ scenario with each model's ratio to the best baseline measured in the same run.
 
     python benchmarks/accuracy.py                                   # full size: T=64, 100x100 (use a GPU)
     python benchmarks/accuracy.py --size 48 --frames 16 --n-train 320 --n-test 64 --epochs 10   # CPU-sized
+    python benchmarks/accuracy.py ... --rt-data rt_etoile.zarr,rt_florence.zarr   # also score on ray-traced tiles
+
+``--rt-data`` scores the same trained models, without any fine-tuning, on ray-traced tiles (``tomoformer simulate
+--engine sionna``): how far what was learned on the fast simulator carries to realistic propagation.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from pathlib import Path
 
 from tomoformer.checkpoint import load_checkpoint
 from tomoformer.cli.simulate_cmd import simulate_dataset
+from tomoformer.data.datamodule import AugmentOptions
 from tomoformer.sim.config import SimConfig
 from tomoformer.tasks.evaluate import evaluate_models
 from tomoformer.tasks.train import TrainConfig, run_training
@@ -42,6 +47,13 @@ def main() -> None:
     parser.add_argument("--models", default=",".join(LEARNED + FITTED))
     parser.add_argument("--device", default="auto", help="simulation and training device (auto, cpu, cuda)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--max-floor-fraction",
+        type=float,
+        default=AugmentOptions.max_floor_fraction,
+        help="random receiver-floor augmentation (0 = off; default: the training default)",
+    )
+    parser.add_argument("--rt-data", default="", help="comma-separated ray-traced datasets to score the models on too")
     args = parser.parse_args()
 
     import torch
@@ -68,6 +80,7 @@ def main() -> None:
                 out=str(out / scenario / "runs" / spec.replace("@", "_")),
                 model=name,
                 model_kwargs=kwargs,
+                augment=AugmentOptions(max_floor_fraction=args.max_floor_fraction or None),
                 max_epochs=args.epochs,
                 batch_size=args.batch_size,
                 lr=1e-3,
@@ -85,6 +98,12 @@ def main() -> None:
         )
         summary[scenario] = {k: {"iou": v["iou"], "f1": v["f1"], "train_s": seconds[k]} for k, v in results.items()}
         print_table(scenario, summary[scenario])
+        for rt_path in filter(None, args.rt_data.split(",")):
+            key = f"{scenario} -> {Path(rt_path).stem}"
+            folder = out / key.replace(" -> ", "_on_")
+            rt = evaluate_models(models, rt_path, folder, batch_size=args.batch_size, title=key)
+            summary[key] = {k: {"iou": v["iou"], "f1": v["f1"], "train_s": seconds[k]} for k, v in rt.items()}
+            print_table(key, summary[key])
         (out / "summary.json").write_text(json.dumps(summary, indent=2))  # after each scenario: partial runs count
 
 

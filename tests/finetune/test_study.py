@@ -27,19 +27,24 @@ def pretrained(toy_dataset: Path, tmp_path: Path) -> Path:
 def test_study_writes_all_rows_figure_and_summary(pretrained: Path, toy_dataset: Path, tmp_path: Path) -> None:
     out = tmp_path / "study"
     args = ["finetune-study", "--from", str(pretrained), "--data", str(toy_dataset), "--out", str(out)]
+    args += ["--test-data", str(toy_dataset)]
     assert main([*args, "--sizes", "4,8", "--policies", "head,lora:2", *COMMON]) == 0
     with open(out / "results.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert [(int(r["size"]), r["policy"]) for r in rows] == [
+    assert [(int(r["size"]), r["policy"]) for r in rows] == [(0, "none")] + [
         (size, policy) for size in (4, 8) for policy in ("head", "lora:2", "scratch")
     ]
     for r in rows:
-        assert 0.0 <= float(r["val_iou"]) <= 1.0 and float(r["seconds"]) > 0
+        assert 0.0 <= float(r["val_iou"]) <= 1.0 and 0.0 <= float(r["test_iou"]) <= 1.0 and float(r["seconds"]) > 0
         trainable, total = int(r["trainable_params"]), int(r["total_params"])
-        assert (trainable == total) if r["policy"] == "scratch" else (0 < trainable < total)
-    assert (out / "iou_vs_size.png").read_bytes()[:4] == b"\x89PNG"
+        expected = {"scratch": trainable == total, "none": trainable == 0}.get(r["policy"], 0 < trainable < total)
+        assert expected, r
+    assert rows[1]["test_iou"] != rows[3]["test_iou"]  # each run's own checkpoint is scored, not one model
+    for figure in ("iou_vs_size.png", "test_iou_vs_size.png"):
+        assert (out / figure).read_bytes()[:4] == b"\x89PNG"
     summary = (out / "summary.md").read_text()
     assert "| policy |" in summary and "n=4" in summary and "n=8" in summary
+    assert "Test IoU" in summary and "No fine-tuning" in summary
     assert all(f"| {p} |" in summary for p in ("head", "lora:2", "scratch"))
     assert not list(out.glob(".subsets-*"))  # the temporary subset files are gone
     # Nested subsets of the 14 training samples left after holding out 2 (val_fraction 0.1 of 16).
@@ -51,10 +56,12 @@ def test_study_resume_skips_done_runs_and_rejects_bad_input(
 ) -> None:
     out = tmp_path / "study"
     out.mkdir()
-    write_results([StudyRow(4, "head", 0.5, 10, 100, 1.0)], out / "results.csv")
+    done = [StudyRow(0, "none", 0.25, 0, 100, 0.5), StudyRow(4, "head", 0.5, 10, 100, 1.0)]
+    write_results(done, out / "results.csv")
     config = TrainConfig(max_epochs=1, batch_size=4, accelerator="cpu", progress=False)
     rows = run_study(pretrained, toy_dataset, out, [4], ["head"], config=config, scratch=False, resume=True)
-    assert rows == [StudyRow(4, "head", 0.5, 10, 100, 1.0)] and not (out / "runs").exists()
+    assert [(r.size, r.policy, r.val_iou) for r in rows] == [(0, "none", 0.25), (4, "head", 0.5)]
+    assert not (out / "runs").exists()
     assert (out / "summary.md").exists() and (out / "iou_vs_size.png").exists()
     common = ["finetune-study", "--from", str(pretrained), "--data", str(toy_dataset), "--out", str(out)]
     for sizes, policy in (("100", "head"), ("4", "freeze:9")):  # a size beyond the data; K beyond the depth

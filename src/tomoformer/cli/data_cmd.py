@@ -1,4 +1,4 @@
-"""``tomoformer data info|validate|convert|show``: look at, check and convert dataset files."""
+"""``tomoformer data info|validate|convert|merge|show``: look at, check and convert dataset files."""
 
 from __future__ import annotations
 
@@ -28,6 +28,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     q.add_argument("dst")
     q.add_argument("--dtype", choices=["float16", "float32"], help="store signals in this dtype")
     q.set_defaults(handler=run_convert)
+
+    q = sub.add_parser("merge", help="concatenate datasets of the same T, H, W and cell size into one")
+    q.add_argument("sources", nargs="+", help="two or more datasets, in order")
+    q.add_argument("--out", required=True, help="merged dataset (.zarr, .npz, .h5)")
+    q.set_defaults(handler=run_merge)
 
     q = sub.add_parser("show", help="plot one sample: building map and a few signal frames")
     q.add_argument("path")
@@ -84,6 +89,14 @@ def run_validate(args: argparse.Namespace) -> int:
 def run_convert(args: argparse.Namespace) -> int:
     out = convert(args.src, args.dst, dtype=args.dtype)
     print(f"wrote {out}")
+    return 0
+
+
+def run_merge(args: argparse.Namespace) -> int:
+    from tomoformer.data.merge import merge_datasets
+
+    out, groups = merge_datasets(args.sources, args.out)
+    print(f"wrote {out} ({len(args.sources)} datasets, groups {groups})")
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -42,15 +43,19 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def load_models(checkpoints: list[str], names: list[str], fit_data: str | None) -> dict[str, nn.Module]:
-    """Models by display name: checkpoints (named after their model, or file stem on a clash) and fitted models."""
+    """Models by display name: checkpoints (named after their model, plus their run folder and file when several
+    share a model) and fitted models."""
     from tomoformer.checkpoint import load_checkpoint
     from tomoformer.models.registry import create_model
 
+    loaded = [load_checkpoint(path) for path in checkpoints]
+    counts = Counter(item.name for item in loaded)
     models: dict[str, nn.Module] = {}
-    for path in checkpoints:
-        loaded = load_checkpoint(path)
-        key = loaded.name if loaded.name not in models else f"{loaded.name} ({Path(path).stem})"
-        models[key] = loaded.model
+    for path, item in zip(checkpoints, loaded, strict=True):
+        key = item.name if counts[item.name] == 1 else f"{item.name} ({_run_label(path)})"
+        while key in models:
+            key += "'"
+        models[key] = item.model
     for name in names:
         model = create_model(name)
         if getattr(model, "requires_fit", False):
@@ -62,6 +67,13 @@ def load_models(checkpoints: list[str], names: list[str], fit_data: str | None) 
     if not models:
         raise ConfigError("give at least one --checkpoint or --model")
     return models
+
+
+def _run_label(path: str) -> str:
+    """``run/best`` for ``run/checkpoints/best.ckpt``: what tells checkpoints of one model apart."""
+    file = Path(path)
+    run = file.parent.parent if file.parent.name == "checkpoints" else file.parent
+    return f"{run.name}/{file.stem}"
 
 
 def _fit_batches(path: str, batch_size: int = 8, limit: int = 64) -> list[dict]:

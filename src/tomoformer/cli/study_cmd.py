@@ -20,6 +20,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--from", dest="checkpoint", required=True, metavar="CKPT", help="pretrained checkpoint")
     p.add_argument("--data", required=True, help="downstream dataset; subsets are drawn from it")
     p.add_argument("--val-data", help="validation dataset (default: a fixed held-out part of --data)")
+    p.add_argument("--test-data", help="also score every run's best checkpoint (and the unchanged model) on this")
     p.add_argument("--out", required=True, help="study folder (results.csv, iou_vs_size.png, summary.md, runs/)")
     p.add_argument("--sizes", default=DEFAULT_SIZES, help=f"training-set sizes (default: {DEFAULT_SIZES})")
     p.add_argument(
@@ -66,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
         val_data=args.val_data,
         scratch=args.scratch,
         resume=args.resume,
+        test_data=args.test_data,
     )
     print(f"{len(rows)} runs; results in {args.out}/results.csv, {args.out}/summary.md, {args.out}/iou_vs_size.png")
     return 0

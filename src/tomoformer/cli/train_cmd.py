@@ -105,7 +105,8 @@ def register(commands: argparse._SubParsersAction) -> None:
         dest="max_floor_fraction",
         type=float,
         default=_S,
-        help="random receiver floor: the weakest 0 to this fraction of each sample's cells become NaN",
+        help="random receiver floor: the weakest 0 to this fraction of each sample's cells become NaN "
+        "(default 0.4; 0 = off)",
     )
     add_config_flag(p)
     p.set_defaults(handler=run)

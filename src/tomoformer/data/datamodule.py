@@ -101,7 +101,9 @@ class AugmentOptions:
     min_frames: int | None = None
     max_frames: int | None = None
     min_keep_fraction: float | None = None
-    max_floor_fraction: float | None = None
+    # On by default: a random receiver floor is what made models trained on the fast simulator work on ray-traced
+    # maps (IoU 0.17 -> 0.50 on rt_city for tomoformer_tiny), at a cost of 0.005 IoU on the simulator itself.
+    max_floor_fraction: float | None = 0.4
 
     def build(self) -> Augment | None:
         frames = (self.min_frames, self.max_frames) if self.max_frames else None

@@ -150,4 +150,6 @@ def run_finetune(checkpoint: str | Path, policy: str, config: TrainConfig) -> Fi
     trainable, total = count_parameters(task.model)
     print(f"policy {parsed}: {trainable:,} trainable of {total:,} parameters ({100 * trainable / total:.1f}%)")
     result = fit_task(task, datamodule, config, out, start)
+    # lp-ft ends with everything trainable: report what the policy trained at its widest, not the probe phase.
+    trainable = max(trainable, count_parameters(task.model)[0])
     return FinetuneResult(train=result, policy=str(parsed), trainable=trainable, total=total)

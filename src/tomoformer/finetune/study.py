@@ -6,10 +6,12 @@ random initialisation (``scratch``), all under the same budget (``max_epochs`` /
 ``val_data`` or a fixed held-out part of ``data`` that no subset touches. Each run is a normal run folder under
 ``out/runs``; subsets are written as small temporary ``.npz`` files that are removed at the end.
 
-``out/results.csv`` (size, policy, val_iou, trainable_params, total_params, seconds) is rewritten atomically after
-every run, so an interrupted study is usable, and ``resume=True`` skips the runs already in it. ``val_iou`` is the
-best validation IoU over the run's epochs (the one of ``best.ckpt``). ``out/iou_vs_size.png`` and
-``out/summary.md`` are written at the end.
+``out/results.csv`` (size, policy, val_iou, trainable_params, total_params, seconds, test_iou) is rewritten
+atomically after every run, so an interrupted study is usable, and ``resume=True`` skips the runs already in it.
+``val_iou`` is the best validation IoU over the run's epochs (the one of ``best.ckpt``); ``test_iou`` is that
+checkpoint's IoU on ``test_data`` when one is given (e.g. another domain: real-city tiles). The pretrained model
+as it is, without fine-tuning, is the row of size 0, policy ``none``. ``out/iou_vs_size.png`` (and
+``test_iou_vs_size.png``) and ``out/summary.md`` are written at the end.
 """
 
 from __future__ import annotations
@@ -17,12 +19,15 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+import math
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from tomoformer.checkpoint import load_checkpoint
 from tomoformer.data.datamodule import split_indices
@@ -34,7 +39,8 @@ from tomoformer.models.registry import create_model
 from tomoformer.tasks.train import TrainConfig
 
 SCRATCH = "scratch"
-COLUMNS = ("size", "policy", "val_iou", "trainable_params", "total_params", "seconds")
+NONE = "none"
+COLUMNS = ("size", "policy", "val_iou", "trainable_params", "total_params", "seconds", "test_iou")
 
 
 @dataclass
@@ -47,6 +53,7 @@ class StudyRow:
     trainable_params: int
     total_params: int
     seconds: float
+    test_iou: float = float("nan")
 
 
 def run_study(
@@ -59,12 +66,14 @@ def run_study(
     val_data: str | Path | None = None,
     scratch: bool = True,
     resume: bool = False,
+    test_data: str | Path | None = None,
 ) -> list[StudyRow]:
     """Run every (size, policy) pair plus ``scratch`` per size; write results.csv, iou_vs_size.png, summary.md.
 
     ``config`` gives the shared budget and optimiser settings (its ``data``, ``val_data``, ``out``, ``model`` and
     ``model_kwargs`` are set per run); ``config.val_fraction`` is the held-out part of ``data`` without
-    ``val_data``, and ``config.seed`` seeds both the split and the subsets.
+    ``val_data``, and ``config.seed`` seeds both the split and the subsets. ``test_data``, when given, is scored
+    by every run's best checkpoint and by the pretrained model as it is.
     """
     from tomoformer.finetune.run import run_finetune
     from tomoformer.tasks.train import run_training
@@ -84,6 +93,14 @@ def run_study(
     rows = list(done)
     with tempfile.TemporaryDirectory(dir=out, prefix=".subsets-") as tmp:
         subsets, val_path = _write_subsets(Path(data), val_data, sizes, config, Path(tmp))
+        if not any(r.policy == NONE for r in done):
+            start = time.perf_counter()
+            val_iou = _iou(loaded.model, val_path, config)
+            test_iou = _iou(loaded.model, test_data, config) if test_data else float("nan")
+            total = count_parameters(loaded.model)[1]
+            rows.append(StudyRow(0, NONE, val_iou, 0, total, time.perf_counter() - start, test_iou))
+            print(f"study: no fine-tuning: val IoU {val_iou:.4f}" + (f", test IoU {test_iou:.4f}" if test_data else ""))
+            write_results(rows, out / "results.csv")
         for size in sizes:
             for name in names:
                 if any(r.size == size and r.policy == name for r in done):
@@ -105,10 +122,26 @@ def run_study(
                     tuned = run_finetune(checkpoint, name, run_config)
                     result, trainable, total = tuned.train, tuned.trainable, tuned.total
                 iou = result.metrics.get("best_val_iou", result.metrics.get("val_iou", float("nan")))
-                rows.append(StudyRow(size, name, float(iou), trainable, total, result.seconds))
+                test_iou = float("nan")
+                if test_data and result.best_checkpoint:
+                    test_iou = _iou(load_checkpoint(result.best_checkpoint).model, test_data, config)
+                rows.append(StudyRow(size, name, float(iou), trainable, total, result.seconds, test_iou))
                 write_results(rows, out / "results.csv")
     write_summary(rows, out)
     return rows
+
+
+def _iou(model: torch.nn.Module, data: str | Path, config: TrainConfig) -> float:
+    """IoU of ``model`` over the whole of ``data``."""
+    from tomoformer.data.datamodule import SignalMapDataset
+    from tomoformer.evaluation.metrics import evaluate_predictions
+    from tomoformer.tasks.inference import predict_probabilities
+
+    device = "cpu" if config.accelerator == "cpu" else None
+    with open_dataset(data, require_buildings=True) as source:
+        dataset = SignalMapDataset(source)
+        probabilities = predict_probabilities(model, dataset, batch_size=config.batch_size, device=device)
+        return float(evaluate_predictions(probabilities, source.read("buildings", slice(None)))["iou"])
 
 
 def _write_subsets(
@@ -142,7 +175,10 @@ def write_results(rows: Sequence[StudyRow], path: Path) -> None:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(COLUMNS)
     for r in rows:
-        writer.writerow([r.size, r.policy, f"{r.val_iou:.6f}", r.trainable_params, r.total_params, f"{r.seconds:.2f}"])
+        test = "" if math.isnan(r.test_iou) else f"{r.test_iou:.6f}"
+        writer.writerow(
+            [r.size, r.policy, f"{r.val_iou:.6f}", r.trainable_params, r.total_params, f"{r.seconds:.2f}", test]
+        )
     write_text_atomic(path, buffer.getvalue())
 
 
@@ -158,46 +194,65 @@ def _read_rows(path: Path) -> list[StudyRow]:
                 int(r["trainable_params"]),
                 int(r["total_params"]),
                 float(r["seconds"]),
+                float(r.get("test_iou") or "nan"),
             )
             for r in csv.DictReader(f)
         ]
 
 
 def write_summary(rows: Sequence[StudyRow], out: Path) -> None:
-    """``iou_vs_size.png`` (IoU against set size, log x, one line per policy) and ``summary.md`` (IoU table)."""
+    """``iou_vs_size.png`` (IoU against set size, log x, one line per policy; ``test_iou_vs_size.png`` too when
+    there is test data) and ``summary.md`` (the IoU tables)."""
     from tomoformer.evaluation.figures import save_figure
 
+    baseline = next((r for r in rows if r.policy == NONE), None)
+    runs = [r for r in rows if r.policy != NONE]
+    has_test = any(not math.isnan(r.test_iou) for r in rows)
+    lines = ["# Fine-tuning study", ""]
+    for key, what in (("val_iou", "Best validation IoU"), ("test_iou", "Test IoU of the best-validation checkpoint")):
+        if key == "test_iou" and not has_test:
+            continue
+        save_figure(
+            _figure(runs, key, baseline), out / ("iou_vs_size.png" if key == "val_iou" else f"{key}_vs_size.png")
+        )
+        lines += [f"{what} per downstream training-set size.", "", *_table(runs, key), ""]
+        if baseline is not None:
+            lines += [f"No fine-tuning (the pretrained model as it is): {getattr(baseline, key):.4f}", ""]
+    write_text_atomic(out / "summary.md", "\n".join(lines))
+
+
+def _table(rows: Sequence[StudyRow], key: str) -> list[str]:
     policies = list(dict.fromkeys(r.policy for r in rows))
     sizes = sorted({r.size for r in rows})
     by_key = {(r.size, r.policy): r for r in rows}
-    save_figure(_figure(rows, policies), out / "iou_vs_size.png")
-    header = "| policy | trainable params | " + " | ".join(f"n={s}" for s in sizes) + " |"
-    lines = ["# Fine-tuning study", "", "Best validation IoU per downstream training-set size.", "", header]
+    lines = ["| policy | trainable params | " + " | ".join(f"n={s}" for s in sizes) + " |"]
     lines.append("|" + "---|" * (len(sizes) + 2))
     for policy in policies:
         first = next(r for r in rows if r.policy == policy)
-        cells = [f"{by_key[s, policy].val_iou:.4f}" if (s, policy) in by_key else "" for s in sizes]
+        cells = [f"{getattr(by_key[s, policy], key):.4f}" if (s, policy) in by_key else "" for s in sizes]
         share = 100 * first.trainable_params / max(first.total_params, 1)
         lines.append(f"| {policy} | {first.trainable_params:,} ({share:.1f}%) | " + " | ".join(cells) + " |")
-    write_text_atomic(out / "summary.md", "\n".join(lines) + "\n")
+    return lines
 
 
-def _figure(rows: Sequence[StudyRow], policies: list[str]):  # -> matplotlib Figure
+def _figure(rows: Sequence[StudyRow], key: str, baseline: StudyRow | None):  # -> matplotlib Figure
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(6, 4))
     ax = fig.add_subplot()
-    for policy in policies:
-        points = sorted((r.size, r.val_iou) for r in rows if r.policy == policy)
+    for policy in dict.fromkeys(r.policy for r in rows):
+        points = sorted((r.size, getattr(r, key)) for r in rows if r.policy == policy)
         style = "--" if policy == SCRATCH else "-"
         ax.plot([p[0] for p in points], [p[1] for p in points], style, marker="o", label=policy)
+    if baseline is not None and not math.isnan(getattr(baseline, key)):
+        ax.axhline(getattr(baseline, key), color="grey", linestyle=":", label="no fine-tuning")
     ax.set_xscale("log")
     # Ticks at the studied sizes, written as plain integers (log axes default to 4x10^0 style labels).
     sizes = sorted({r.size for r in rows})
     ax.set_xticks(sizes, [str(s) for s in sizes])
     ax.set_xticks([], minor=True)
     ax.set_xlabel("downstream training samples")
-    ax.set_ylabel("validation IoU")
+    ax.set_ylabel("validation IoU" if key == "val_iou" else "test IoU")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize="small")
     fig.tight_layout()
