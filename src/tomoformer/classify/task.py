@@ -15,7 +15,7 @@ from tomoformer.classify.data import MEAN, STD
 from tomoformer.classify.models import create_classifier
 from tomoformer.finetune.policies import Policy, apply_policy, layer_decay_groups, merge_lora, parse_policy
 from tomoformer.finetune.run import LinearProbeThenFinetune
-from tomoformer.tasks.mapping import warmup_cosine
+from tomoformer.tasks.mapping import adamw_warmup_cosine, weight_decay_groups
 
 TASK_NAME = "classify"  # hyper_parameters["task"] of every classifier checkpoint
 
@@ -89,22 +89,10 @@ class ClassifyTask(L.LightningModule):
             )
         # lp-ft: the backbone joins the optimiser from the start; AdamW skips parameters without gradients
         # during the probe phase, so they neither move nor decay until the callback thaws them.
-        everything = self.policy.kind == "lp-ft"
-        decay, no_decay = [], []
-        for name, param in self.model.named_parameters():
-            if param.requires_grad or everything:
-                (no_decay if param.ndim <= 1 or name in skip else decay).append(param)
-        groups = [{"params": decay, "weight_decay": self.hparams.weight_decay}]
-        if no_decay:
-            groups.append({"params": no_decay, "weight_decay": 0.0})
-        return groups
+        return weight_decay_groups(self.model, self.hparams.weight_decay, include_frozen=self.policy.kind == "lp-ft")
 
     def configure_optimizers(self) -> dict[str, Any]:
-        optimizer = torch.optim.AdamW(self.parameter_groups(), lr=self.hparams.lr)
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        warmup = max(1, int(self.hparams.warmup_fraction * total))
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, total, warmup))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return adamw_warmup_cosine(self, self.parameter_groups())
 
     def configure_callbacks(self) -> list[L.Callback]:
         if self.policy.kind == "lp-ft":

@@ -121,6 +121,23 @@ def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, n
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
+def open_split(
+    train_path: str | os.PathLike[str],
+    val_path: str | os.PathLike[str] | None,
+    val_fraction: float,
+    seed: int,
+    require_labels: bool = True,
+) -> tuple[SignalDataset, np.ndarray, SignalDataset, np.ndarray]:
+    """(train source, its indices, validation source, its indices): all of ``val_path`` when given, else a seeded
+    ``val_fraction`` of the training data."""
+    train = open_dataset(train_path, require_buildings=require_labels)
+    if val_path is None:
+        train_idx, val_idx = split_indices(len(train), val_fraction, seed)
+        return train, train_idx, train, val_idx
+    val = open_dataset(val_path, require_buildings=require_labels)
+    return train, np.arange(len(train)), val, np.arange(len(val))
+
+
 class SplitDataModule(L.LightningDataModule):
     """Loaders over ``train_set`` (reshuffled per (seed, epoch)) and ``val_set``, which subclasses build in setup.
 
@@ -196,13 +213,9 @@ class SignalDataModule(SplitDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
-        train = open_dataset(self.train_path, require_buildings=self.require_labels)
-        if self.val_path is not None:
-            val = open_dataset(self.val_path, require_buildings=self.require_labels)
-            train_idx, val_idx = np.arange(len(train)), np.arange(len(val))
-        else:
-            val = train
-            train_idx, val_idx = split_indices(len(train), self.val_fraction, self.seed)
+        train, train_idx, val, val_idx = open_split(
+            self.train_path, self.val_path, self.val_fraction, self.seed, self.require_labels
+        )
         self.train_set = SignalMapDataset(train, train_idx, augment=self.augment.build(), seed=self.seed)
         self.val_set = SignalMapDataset(val, val_idx, augment=None, seed=self.seed)
 

@@ -221,17 +221,9 @@ class DeviceDataModule(SignalDataModule):
     def setup(self, stage: str | None = None) -> None:
         if getattr(self, "_split", None) is not None:
             return
-        from tomoformer.data.datamodule import split_indices
-        from tomoformer.data.format import open_dataset
+        from tomoformer.data.datamodule import open_split
 
-        train = open_dataset(self.train_path, require_buildings=self.require_labels)
-        if self.val_path is not None:
-            val = open_dataset(self.val_path, require_buildings=self.require_labels)
-            train_idx, val_idx = np.arange(len(train)), np.arange(len(val))
-        else:
-            val = train
-            train_idx, val_idx = split_indices(len(train), self.val_fraction, self.seed)
-        self._split = (train, train_idx, val, val_idx)
+        self._split = open_split(self.train_path, self.val_path, self.val_fraction, self.seed, self.require_labels)
 
     @property
     def attrs(self) -> dict[str, Any]:

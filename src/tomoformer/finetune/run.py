@@ -31,7 +31,7 @@ from tomoformer.finetune.policies import (
     parse_policy,
     unfreeze_module,
 )
-from tomoformer.tasks.mapping import MappingTask
+from tomoformer.tasks.mapping import MappingTask, weight_decay_groups
 from tomoformer.tasks.train import TrainConfig, TrainResult, datamodule_for, fit_task, start_run, task_options
 
 
@@ -81,14 +81,7 @@ class FinetuneTask(MappingTask):
         if self.policy.kind == "lp-ft":
             # Every parameter is in the optimiser from the start; AdamW skips those without gradients during
             # the probe phase (requires_grad=False), so they neither move nor decay until the callback thaws them.
-            frozen = [p for p in self.model.parameters() if not p.requires_grad]
-            for p in frozen:
-                p.requires_grad_(True)
-            try:
-                return super().parameter_groups()
-            finally:
-                for p in frozen:
-                    p.requires_grad_(False)
+            return weight_decay_groups(self.model, self.hparams.weight_decay, include_frozen=True)
         return super().parameter_groups()
 
     def configure_callbacks(self) -> list[L.Callback]:

@@ -54,6 +54,30 @@ def mapping_metrics(prefix: str) -> MetricCollection:
     return MetricCollection(metrics, prefix=prefix, compute_groups=[list(names)])
 
 
+def weight_decay_groups(model: nn.Module, weight_decay: float, include_frozen: bool = False) -> list[dict[str, Any]]:
+    """AdamW groups of ``model``'s trainable parameters (all of them with ``include_frozen``): ``weight_decay`` on
+    weight matrices, none on biases, norms and the model's ``no_weight_decay()`` names."""
+    skip = set(getattr(model, "no_weight_decay", lambda: set())())
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if param.requires_grad or include_frozen:
+            (no_decay if param.ndim <= 1 or name in skip else decay).append(param)
+    groups = [{"params": decay, "weight_decay": weight_decay}]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0})
+    return groups
+
+
+def adamw_warmup_cosine(task: L.LightningModule, groups: list[dict[str, Any]]) -> dict[str, Any]:
+    """Lightning's optimiser config: AdamW at ``task.hparams.lr``, linear warm-up over ``warmup_fraction`` of the
+    steps, then cosine decay, stepped every batch."""
+    optimizer = torch.optim.AdamW(groups, lr=task.hparams.lr)
+    total = max(1, int(task.trainer.estimated_stepping_batches))
+    warmup = max(1, int(task.hparams.warmup_fraction * total))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, total, warmup))
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
 def warmup_cosine(step: int, total: int, warmup: int, floor: float = 0.01) -> float:
     """Learning-rate multiplier: linear warm-up over ``warmup`` steps, then cosine decay to ``floor``."""
     if step < warmup:
@@ -154,23 +178,10 @@ class MappingTask(L.LightningModule):
 
     def parameter_groups(self) -> list[dict[str, Any]]:
         """AdamW groups: no weight decay on biases, norms, position embeddings and learned queries."""
-        skip = set(getattr(self.model, "no_weight_decay", lambda: set())())
-        decay, no_decay = [], []
-        for name, param in self.model.named_parameters():
-            if not param.requires_grad:
-                continue
-            (no_decay if param.ndim <= 1 or name in skip else decay).append(param)
-        groups = [{"params": decay, "weight_decay": self.hparams.weight_decay}]
-        if no_decay:
-            groups.append({"params": no_decay, "weight_decay": 0.0})
-        return groups
+        return weight_decay_groups(self.model, self.hparams.weight_decay)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        optimizer = torch.optim.AdamW(self.parameter_groups(), lr=self.hparams.lr)
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        warmup = max(1, int(self.hparams.warmup_fraction * total))
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, total, warmup))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return adamw_warmup_cosine(self, self.parameter_groups())
 
 
 def _first(x: torch.Tensor | None) -> torch.Tensor | None:

@@ -24,7 +24,7 @@ from tomoformer.errors import ConfigError
 from tomoformer.models.features import frame_features
 from tomoformer.models.registry import create_model
 from tomoformer.models.tomoformer import TomoFormer
-from tomoformer.tasks.mapping import MappingTask, warmup_cosine
+from tomoformer.tasks.mapping import MappingTask, adamw_warmup_cosine
 from tomoformer.tasks.train import TrainConfig, TrainResult, datamodule_for, fit_task, start_run, task_options
 
 MASK_MODES = ("frames", "patches")
@@ -179,11 +179,7 @@ class MaskedSignalTask(L.LightningModule):
         return groups
 
     def configure_optimizers(self) -> dict[str, Any]:
-        optimizer = torch.optim.AdamW(self.parameter_groups(), lr=self.hparams.lr)
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        warmup = max(1, int(self.hparams.warmup_fraction * total))
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, total, warmup))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return adamw_warmup_cosine(self, self.parameter_groups())
 
 
 def run_masked_pretraining(config: TrainConfig, mask_ratio: float = 0.5, mask_mode: str = "frames") -> TrainResult:
