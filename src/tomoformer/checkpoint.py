@@ -11,6 +11,7 @@ import json
 import os
 import pickle
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,24 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     return checkpoint
 
 
+def build_with_weights(
+    path: str | os.PathLike[str], name: str, build: Callable[[], nn.Module], state_dict: dict[str, torch.Tensor]
+) -> nn.Module:
+    """``build()`` the model ``name`` and load the ``model.*`` weights of a task ``state_dict`` into it (strict);
+    a failure of either is one :class:`CheckpointError` line naming ``path``."""
+    try:
+        model = build()
+    except TomoFormerError as err:
+        raise CheckpointError(f"{path}: {err}") from None
+    state = {k.removeprefix("model."): v for k, v in state_dict.items() if k.startswith("model.")}
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        detail = str(err).splitlines()[0][:200]
+        raise CheckpointError(f"{path}: weights do not fit model {name!r} ({detail})") from None
+    return model
+
+
 def load_checkpoint(path: str | os.PathLike[str], expect_model: str | None = None) -> LoadedModel:
     """Rebuild the model stored in ``path`` in eval mode on the CPU."""
     checkpoint = read_checkpoint(path)
@@ -70,16 +89,7 @@ def load_checkpoint(path: str | os.PathLike[str], expect_model: str | None = Non
     if expect_model is not None and name != expect_model:
         raise CheckpointError(f"{path}: checkpoint holds model {name!r}, not {expect_model!r}")
     kwargs = dict(hparams.get("model_kwargs") or {})
-    try:
-        model = create_model(name, **kwargs)
-    except TomoFormerError as err:
-        raise CheckpointError(f"{path}: {err}") from None
-    state = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        detail = str(err).splitlines()[0][:200]
-        raise CheckpointError(f"{path}: weights do not fit model {name!r} ({detail})") from None
+    model = build_with_weights(path, name, lambda: create_model(name, **kwargs), checkpoint["state_dict"])
     model.eval()
     return LoadedModel(model=model, name=name, model_kwargs=kwargs, hparams=hparams)
 

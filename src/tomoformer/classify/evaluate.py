@@ -11,11 +11,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from tomoformer.checkpoint import read_checkpoint
+from tomoformer.checkpoint import build_with_weights, read_checkpoint
 from tomoformer.classify.data import MEAN, STD, ImageSet, match_classes
 from tomoformer.classify.models import create_classifier
 from tomoformer.classify.task import TASK_NAME
-from tomoformer.errors import CheckpointError, DataError, TomoFormerError
+from tomoformer.errors import CheckpointError, DataError
 
 
 @dataclass
@@ -50,17 +50,9 @@ def load_classifier(path: str | Path) -> LoadedClassifier:
             "(make one with `tomoformer classify pretrain`)"
         )
     kwargs = dict(hparams.get("model_kwargs") or {})
-    try:
-        model = create_classifier(name, kwargs)
-    except TomoFormerError as err:
-        raise CheckpointError(f"{path}: {err}") from None
-    state = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        raise CheckpointError(f"{path}: weights do not fit model {name!r} ({str(err).splitlines()[0][:200]})") from None
+    model = build_with_weights(path, name, lambda: create_classifier(name, kwargs), checkpoint["state_dict"])
     model.eval()
-    return LoadedClassifier(model, name, kwargs, list(hparams["class_names"]), hparams, state)
+    return LoadedClassifier(model, name, kwargs, list(hparams["class_names"]), hparams, model.state_dict())
 
 
 def prepare_images(images: ImageSet, loaded: LoadedClassifier, what: str) -> ImageSet:

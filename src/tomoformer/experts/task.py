@@ -36,14 +36,7 @@ class ExpertsTask(MappingTask):
             aux = self.model.aux_loss(out)
             loss = loss + self.hparams.aux_weight * aux
             self.log(f"{stage}_aux_loss", aux, on_step=False, on_epoch=True, batch_size=logits.shape[0])
-        metrics = self.train_metrics if stage == "train" else self.val_metrics
-        metrics.update(logits.detach() > 0, batch["buildings"].long())
-        batch_size = batch["signals"].shape[0]
-        self.log(
-            f"{stage}_loss", loss, prog_bar=True, on_step=False, on_epoch=True, batch_size=batch_size, sync_dist=True
-        )
-        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage == "val", batch_size=batch_size)
-        return loss
+        return self._log_step(loss, logits, batch, stage)
 
 
 class RegionCrops(Dataset):

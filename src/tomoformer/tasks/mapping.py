@@ -128,6 +128,10 @@ class MappingTask(L.LightningModule):
         loss = self.loss(logits, batch["buildings"])
         for weight, aux_logits in auxiliary:
             loss = loss + weight * self.loss(aux_logits, batch["buildings"])
+        return self._log_step(loss, logits, batch, stage)
+
+    def _log_step(self, loss: torch.Tensor, logits: torch.Tensor, batch: dict[str, torch.Tensor], stage: str) -> Any:
+        """Update the stage's metrics from ``logits`` and log them with ``loss``; returns ``loss``."""
         metrics = self.train_metrics if stage == "train" else self.val_metrics
         # Boolean predictions (logit > 0, i.e. probability > 0.5): float ones make torchmetrics guess whether
         # they are logits or probabilities from their range, which differs between batches.
