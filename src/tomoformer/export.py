@@ -135,7 +135,7 @@ def export_onnx(
     args = example_inputs(_EXPORT_BATCH, _EXPORT_FRAMES, size)
     dims = {"signals": {0: "B", 1: "T"}, "tx_pos": {0: "B", 1: "T"}}
     try:
-        with _quiet():
+        with _quiet(), _frozen(model):
             program = torch.onnx.export(
                 model.eval(),
                 args,
@@ -171,7 +171,8 @@ def export_program(
     args = example_inputs(_EXPORT_BATCH, _EXPORT_FRAMES, size)
     dims = {"signals": {0: Dim.DYNAMIC, 1: Dim.DYNAMIC}, "tx_pos": {0: Dim.DYNAMIC, 1: Dim.DYNAMIC}}
     try:
-        program = torch.export.export(model.eval(), args, dynamic_shapes=dims)
+        with _frozen(model):
+            program = torch.export.export(model.eval(), args, dynamic_shapes=dims)
     except Exception as err:
         raise TomoFormerError(f"torch.export failed: {type(err).__name__}: {_first_line(err)}") from None
     with atomic_path(out) as tmp:
@@ -296,6 +297,19 @@ def _quiet():
     # The dynamo exporter prints progress lines to stdout; the CLI prints its own summary.
     with contextlib.redirect_stdout(io.StringIO()):
         yield
+
+
+@contextlib.contextmanager
+def _frozen(model: nn.Module):
+    # Parameters that require grad send torch.export's scan (convgru's recurrence) down its autograd path, which
+    # the ONNX decomposition cannot lower; an export needs no gradients anyway.
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    model.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for param, flag in flags:
+            param.requires_grad_(flag)
 
 
 def _first_line(err: BaseException) -> str:

@@ -92,3 +92,56 @@ def test_config_refuses_bad_options() -> None:
     with pytest.raises(ConfigError):
         ExpertsConfig.from_dict({"global_policy": "lora:4"})
     assert ExpertsConfig.from_dict({"augment": {"d4": False}}).augment.d4 is False
+
+
+def test_lora_experts_share_one_backbone(tmp_path: Path) -> None:
+    write_dataset(tmp_path / "toy.zarr", toy_arrays(n=12), {"cell_size_m": 2.0})
+    torch.manual_seed(0)
+    pretrained = create_model("unet", **UNET)
+    save_checkpoint(tmp_path / "pre.ckpt", pretrained, {"model": "unet", "model_kwargs": UNET})
+    config = ExpertsConfig(
+        data=str(tmp_path / "toy.zarr"),
+        out=str(tmp_path / "run"),
+        k=2,
+        expert_models=[{"model": "init"}],
+        init_checkpoint=str(tmp_path / "pre.ckpt"),
+        policy="lora:2",
+        share_backbone=True,
+        combine="soft",
+        epochs=2,
+        global_epochs=1,
+        global_policy="head",
+        batch_size=4,
+        lr=1e-2,
+        val_fraction=0.25,
+        accelerator="cpu",
+        progress=False,
+    )
+    result = run_experts_fit(config)
+    model = load_checkpoint(result.model_path, expect_model="experts").model
+    assert model.backbone is not None and len(model.experts) == 2
+    # One copy of the pretrained weights, untouched by either stage.
+    base = {k.replace(".base_layer.", "."): v for k, v in model.backbone.model.state_dict().items() if "lora_" not in k}
+    for key, value in pretrained.state_dict().items():
+        if not key.startswith("head."):
+            torch.testing.assert_close(base[key], value, msg=key)
+    assert not any(k.startswith("experts.0.") and "lora_" in k for k in model.state_dict())
+    # Before the global stage each expert is exactly its own LoRA run: its merged checkpoint gives the same maps;
+    # the global stage (policy head) then moved the heads only.
+    stage1 = load_checkpoint(tmp_path / "run" / "stage1.ckpt").model
+    adapters = {k: v for k, v in model.state_dict().items() if "lora_" in k}
+    assert adapters and all(torch.equal(v, stage1.state_dict()[k]) for k, v in adapters.items())
+    assert not torch.equal(model.experts[0].head.weight, stage1.experts[0].head.weight)
+    signals = torch.randn(3, 4, 16, 16) * 10 - 70
+    for i, expert in enumerate(stage1.experts):
+        done = json.loads((tmp_path / "run" / "experts" / str(i) / "done.json").read_text())
+        run = load_checkpoint(tmp_path / "run" / "experts" / str(i) / done["checkpoint"]).model
+        torch.testing.assert_close(expert(signals), run(signals), atol=1e-5, rtol=1e-5)
+    assert sum(p.numel() for p in model.parameters()) < 2 * sum(p.numel() for p in pretrained.parameters())
+
+
+def test_share_backbone_needs_lora_and_init(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="lora"):
+        ExpertsConfig(share_backbone=True, policy="full", init_checkpoint="x.ckpt", expert_models=[{"model": "init"}])
+    with pytest.raises(ConfigError, match="init"):
+        ExpertsConfig(share_backbone=True, policy="lora:4", init_checkpoint="x.ckpt")

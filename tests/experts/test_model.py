@@ -117,3 +117,70 @@ def test_bad_options() -> None:
         create_model("experts", experts=[UNET, UNET], partition="region", regions=[2, 2])
     with pytest.raises(ConfigError, match="Conv2d head"):
         create_model("experts", experts=[{"model": "threshold"}] * 2, film=True)
+
+
+@pytest.mark.parametrize(("clusterer", "combine"), [("kmeans", "hard"), ("dbscan", "soft"), ("gmm", "attention")])
+def test_exports_to_onnx_with_every_router(tmp_path, clusterer: str, combine: str) -> None:
+    # Hard routing runs every expert on the whole batch while exporting (no data-dependent sub-batches);
+    # the convgru expert exports its frame loop as a scan, so B and T stay dynamic.
+    pytest.importorskip("onnxruntime")
+    from tomoformer.export import OnnxPredictor, export_model
+
+    torch.manual_seed(0)
+    probe = create_model("experts", experts=[UNET, GRU])
+    signals, tx = _batch(B=24, seed=1)
+    fit = fit_clusters(probe.features.raw(signals, tx).numpy(), clusterer, k=2, min_samples=3)
+    spec = {
+        "experts": [UNET, GRU] if fit.k == 2 else [UNET] * fit.k,
+        "combine": combine,
+        "clusterer": clusterer,
+        "num_clusters": fit.k,
+        "num_points": len(fit.points),
+    }
+    model = create_model("experts", **spec).eval()
+    model.features.set_scaler(fit.mean, fit.scale)
+    model.router.load_fit(fit)
+    path = save_checkpoint(tmp_path / "e.ckpt", model, {"model": "experts", "model_kwargs": spec})
+    predictor = OnnxPredictor(export_model(path, "onnx", tmp_path / "e.onnx", height=16, width=16))
+    signals, tx = _batch(B=5, T=6, seed=3)
+    tx[0, 1] = float("nan")
+    with torch.no_grad():
+        expected = model.forward_all(signals, tx)
+    assert combine != "hard" or len(set(expected["assign"].tolist())) > 1  # both experts are exercised
+    got = predictor(signals.numpy(), tx.numpy())
+    np.testing.assert_allclose(got, expected["logits"].numpy(), atol=1e-4, rtol=1e-4)
+
+
+def test_shared_lora_experts_hold_one_backbone(tmp_path) -> None:
+    torch.manual_seed(0)
+    spec = {"experts": [TF] * 3, "num_clusters": 3, "shared_lora": 2, "combine": "hard", "film": True}
+    model = create_model("experts", **spec)
+    separate = create_model("experts", **{**spec, "shared_lora": 0})
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(model) < 0.5 * count(separate)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n or ".head." in n or not n.startswith("backbone.") for n in trainable)
+    signals, tx = _batch(B=12, seed=1)
+    fit = fit_clusters(model.features.raw(signals, tx).numpy(), "kmeans", k=3)
+    model.features.set_scaler(fit.mean, fit.scale)
+    model.router.load_fit(fit)
+    with torch.no_grad():  # give the adapters distinct weights: the experts must then differ
+        for k in range(3):
+            for param in model.backbone.adapter_parameters(k):
+                param.normal_(0, 0.2, generator=torch.Generator().manual_seed(k))
+    model.eval().requires_grad_(False)
+    a, b = model.experts[0](signals, tx), model.experts[1](signals, tx)
+    assert (a - b).abs().max() > 1e-3
+    out = model.forward_all(signals, tx)
+    for k, expert in enumerate(model.experts):
+        sel = out["assign"] == k
+        if sel.any():
+            torch.testing.assert_close(out["logits"][sel], expert(signals[sel], tx[sel]))
+    path = save_checkpoint(tmp_path / "m.ckpt", model, {"model": "experts", "model_kwargs": spec})
+    loaded = load_checkpoint(path, expect_model="experts").model
+    torch.testing.assert_close(loaded(signals, tx), out["logits"])
+    pytest.importorskip("onnxruntime")
+    from tomoformer.export import OnnxPredictor, export_model
+
+    predictor = OnnxPredictor(export_model(path, "onnx", tmp_path / "m.onnx", height=16, width=16))
+    np.testing.assert_allclose(predictor(signals.numpy(), tx.numpy()), out["logits"].numpy(), atol=1e-4, rtol=1e-4)

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -76,3 +77,24 @@ def test_learns_tiny_synthetic_task() -> None:
     target = buildings > 0
     iou = float((pred & target).sum() / (pred | target).sum())
     assert iou > 0.8
+
+
+def test_exports_with_dynamic_frames(tmp_path) -> None:
+    # torch.export would unroll the frame loop for the traced T; the scan keeps T dynamic (ONNX Scan).
+    pytest.importorskip("onnxruntime")
+    from tomoformer.checkpoint import save_checkpoint
+    from tomoformer.export import OnnxPredictor, example_inputs, export_model
+
+    torch.manual_seed(0)
+    model = ConvGRU(levels=1, **TINY).eval()
+    checkpoint = save_checkpoint(tmp_path / "g.ckpt", model, {"model": "convgru", "model_kwargs": TINY})
+    onnx_file = export_model(checkpoint, "onnx", tmp_path / "g.onnx", height=13, width=10)
+    program = torch.export.load(export_model(checkpoint, "torchscript", tmp_path / "g.pt2", height=13, width=10))
+    for batch, frames in [(1, 1), (2, 9)]:  # traced with B=2, T=3
+        signals, tx_pos = example_inputs(batch, frames, (13, 10), seed=frames)
+        with torch.no_grad():
+            expected = model(signals, tx_pos)
+            torch.testing.assert_close(program.module()(signals, tx_pos), expected, atol=1e-5, rtol=1e-5)
+        got = OnnxPredictor(onnx_file)(signals.numpy(), tx_pos.numpy())
+        np.testing.assert_allclose(got, expected.numpy(), atol=1e-4, rtol=1e-4)
+    assert all(p.requires_grad for p in model.parameters())  # export leaves the model trainable

@@ -195,7 +195,8 @@ class Router(nn.Module):
             log_det = torch.diagonal(self.gmm_prec_chol, dim1=1, dim2=2).log().sum(-1)
             logits = -0.5 * (y**2).sum(-1) + log_det + self.gmm_log_weights
         else:
-            d2 = torch.cdist(z, self.points) ** 2  # [B, M]
+            # Differences, not torch.cdist: exact, and cdist has no ONNX lowering.
+            d2 = ((z[:, None, :] - self.points[None]) ** 2).sum(-1)  # [B, M]
             own = self.point_labels[None, :] == torch.arange(self.num_clusters, device=z.device)[:, None]  # [K, M]
             per_cluster = torch.where(own[None], d2[:, None, :], torch.inf).amin(-1)  # [B, K]
             logits = -per_cluster / (2 * self.temperature)

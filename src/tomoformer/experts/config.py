@@ -37,6 +37,9 @@ class ExpertsConfig:
     expert_models: list[dict[str, Any]] = field(default_factory=lambda: [dict(DEFAULT_EXPERT)])
     init_checkpoint: str | None = None
     policy: str = "full"  # fine-tuning policy of the sub-models initialised from init_checkpoint
+    # With policy lora:R and every expert "init": the experts share one frozen backbone (one LoRA adapter and
+    # one head each) instead of K full copies.
+    share_backbone: bool = False
     epochs: int = 10  # per sub-model, over its own samples: the experts together cost `epochs` passes over the data
     # Combination and global fine-tuning
     combine: str = "soft"  # hard | soft | gate | fusion | attention
@@ -84,7 +87,14 @@ class ExpertsConfig:
                 raise ConfigError(f"each expert_models entry needs a 'model' name, got {spec!r}")
             if spec["model"] == "init" and not self.init_checkpoint:
                 raise ConfigError("expert model 'init' needs init_checkpoint")
-        parse_policy(self.policy)
+        policy = parse_policy(self.policy)
+        if self.share_backbone:
+            if policy.kind != "lora" or not self.init_checkpoint:
+                raise ConfigError("share_backbone needs init_checkpoint and policy lora:R")
+            if any(spec["model"] != "init" for spec in self.expert_models):
+                raise ConfigError("share_backbone needs every expert to be init_checkpoint's model ({'model': 'init'})")
+            if parse_policy(self.global_policy).kind not in ("full", "head"):
+                raise ConfigError("with share_backbone the backbone stays frozen: global_policy must be full or head")
         if parse_policy(self.global_policy).kind not in ("full", "head", "freeze"):
             raise ConfigError(f"global_policy must be full, head or freeze:K, got {self.global_policy!r}")
 

@@ -44,6 +44,7 @@ from tomoformer.experts.task import (
     metrics_rows,
     predict_with_clusters,
 )
+from tomoformer.finetune.policies import parse_policy
 from tomoformer.finetune.run import FinetuneTask
 from tomoformer.io import atomic_path, write_text_atomic
 from tomoformer.models.registry import create_model
@@ -107,6 +108,14 @@ def run_experts_fit(config: ExpertsConfig) -> ExpertsResult:
     assert isinstance(model, ExpertsModel)
     if encoder is not None:
         model.features.encoder.model.load_state_dict(encoder.model.state_dict())
+    if model.backbone is not None:
+        assert init is not None
+        model.backbone.load_base(init.model.state_dict())
+        separate = len(model.experts) * sum(p.numel() for p in init.model.parameters())
+        shared = sum(p.numel() for p in model.backbone.parameters()) + sum(
+            p.numel() for e in model.experts for p in e.parameters()
+        )
+        print(f"{len(model.experts)} LoRA experts on one backbone: {shared:,} parameters ({separate:,} as copies)")
     model.features.set_scaler(fit.mean, fit.scale)
     model.router.load_fit(fit)
     val_clusters = predict_with_clusters(model, val_set, config.batch_size)[1]
@@ -117,7 +126,7 @@ def run_experts_fit(config: ExpertsConfig) -> ExpertsResult:
         if not (config.resume and (folder / "done.json").exists()):
             train_expert(config, i, expert_spec, init, train_set, val_set, fit.labels, val_clusters, attrs, folder)
         done = json.loads((folder / "done.json").read_text())
-        model.experts[i].load_state_dict(load_checkpoint(folder / done["checkpoint"]).model.state_dict())
+        model.load_expert(i, folder / done["checkpoint"])
     hparams = {"model": "experts", "model_kwargs": spec, "data_attrs": attrs}
     save_checkpoint(out / "stage1.ckpt", model, hparams)
 
@@ -172,6 +181,7 @@ def model_spec(
         "film": config.film,
         "aux": config.aux,
         "hidden": config.hidden,
+        "shared_lora": int(parse_policy(config.policy).value or 0) if config.share_backbone else 0,
     }
     if fit is not None:
         spec["num_points"] = len(fit.points)

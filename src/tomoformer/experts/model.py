@@ -21,22 +21,29 @@ from the (combined) expert features, trained as auxiliary targets (see :meth:`Ex
 
 Partition ``region``: a grid of ``regions`` experts, each sees its part of the map plus a ``halo`` of context and
 predicts it; the cores are stitched back together.
+
+``shared_lora=R``: the experts (all the same model) share one frozen backbone and differ by a LoRA adapter of
+rank R and a head each (:mod:`tomoformer.experts.shared`), instead of being K full copies.
 """
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tomoformer.errors import ConfigError
+from tomoformer.checkpoint import load_checkpoint, read_checkpoint
+from tomoformer.errors import CheckpointError, ConfigError
 from tomoformer.experts.clustering import Router
 from tomoformer.experts.features import FeatureExtractor
+from tomoformer.experts.shared import SharedLoRABackbone
 from tomoformer.models.features import NUM_PIXEL_STATISTICS, pixel_statistics
 from tomoformer.models.registry import create_model, register_model
+from tomoformer.models.tracing import is_exporting
 
 __all__ = ["COMBINES", "ExpertsModel", "experts", "region_boxes"]
 
@@ -106,6 +113,7 @@ class ExpertsModel(nn.Module):
         clusterer, num_clusters, num_points: the :class:`Router` (K defaults to the number of experts).
         film, aux: the within-cluster options (see the module docstring).
         hidden: width of the gate, fusion, attention and auxiliary networks.
+        shared_lora: 0 for separate experts; R >= 1 for experts sharing one backbone with rank-R LoRA adapters.
     """
 
     requires_fit = False
@@ -126,6 +134,7 @@ class ExpertsModel(nn.Module):
         film: bool = False,
         aux: bool = False,
         hidden: int = 16,
+        shared_lora: int = 0,
     ) -> None:
         super().__init__()
         specs = [dict(s) for s in (experts or [DEFAULT_EXPERT, DEFAULT_EXPERT])]
@@ -140,7 +149,15 @@ class ExpertsModel(nn.Module):
         K = int(num_clusters or (len(specs) if partition == "cluster" else 2))
         if partition == "cluster" and len(specs) != K:
             raise ConfigError(f"{K} clusters but {len(specs)} experts: give one expert per cluster")
-        self.experts = nn.ModuleList(create_model(s["model"], **dict(s.get("model_kwargs") or {})) for s in specs)
+        self.shared_lora = int(shared_lora)
+        self.backbone: SharedLoRABackbone | None = None
+        if self.shared_lora:
+            if any(spec != specs[0] for spec in specs):
+                raise ConfigError("shared_lora: every expert must be the same model with the same options")
+            self.backbone = SharedLoRABackbone(specs[0], len(specs), self.shared_lora)
+            self.experts = nn.ModuleList(self.backbone.views())
+        else:
+            self.experts = nn.ModuleList(create_model(s["model"], **dict(s.get("model_kwargs") or {})) for s in specs)
         enc = None if encoder is None else create_model(encoder["model"], **dict(encoder.get("model_kwargs") or {}))
         self.features = FeatureExtractor(features, enc, num_features)
         Fdim = self.features.num_features
@@ -188,6 +205,18 @@ class ExpertsModel(nn.Module):
         parts = [e.get_classifier() for e in self.experts if hasattr(e, "get_classifier")]
         parts += [m for m in (self.gate, self.fusion, self.film, self.proj, self.aux_head) if m is not None]
         return nn.ModuleList(parts)
+
+    def load_expert(self, k: int, path: str | Path) -> None:
+        """Load expert k from a training run's checkpoint; a shared-LoRA expert takes the run's unmerged LoRA
+        adapter and head (a ``lora:R`` run's ``lora_state_dict``), the backbone stays as it is."""
+        if self.backbone is None:
+            self.experts[k].load_state_dict(load_checkpoint(path).model.state_dict())
+            return
+        lora_state = read_checkpoint(path).get("lora_state_dict")
+        if not isinstance(lora_state, dict):
+            raise CheckpointError(f"{path}: no LoRA adapter state (shared_lora experts are trained with lora:R)")
+        plain = {k.removeprefix("model."): v for k, v in lora_state.items() if k.startswith("model.")}
+        self.backbone.load_expert(k, self.experts[k].get_classifier(), plain)
 
     def route(self, signals: Tensor, tx_pos: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Standardised features z [B, F] and log memberships [B, K] of each sample."""
@@ -250,6 +279,8 @@ class ExpertsModel(nn.Module):
     def _hard(
         self, signals: Tensor, tx_pos: Tensor | None, assign: Tensor, offset: Tensor
     ) -> tuple[Tensor, Tensor | None]:
+        if is_exporting():
+            return self._hard_traceable(signals, tx_pos, assign, offset)
         B, _, H, W = signals.shape
         logits = signals.new_zeros(B, H, W, dtype=torch.float32)
         pooled = signals.new_zeros(B, self.aux_head.in_features, dtype=torch.float32) if self.aux_head else None
@@ -262,6 +293,23 @@ class ExpertsModel(nn.Module):
             logits = logits.index_copy(0, idx, lk.float())
             if pooled is not None and fk is not None:
                 pooled = pooled.index_copy(0, idx, self.proj[k](fk).float().mean((2, 3)))
+        return logits, pooled
+
+    def _hard_traceable(
+        self, signals: Tensor, tx_pos: Tensor | None, assign: Tensor, offset: Tensor
+    ) -> tuple[Tensor, Tensor | None]:
+        # Sub-batches of data-dependent size cannot be traced with a dynamic batch: every expert runs on the
+        # whole batch and each sample keeps its own expert's output (torch.where, so another expert's NaN or inf
+        # cannot leak in). Same numbers as _hard, K times the work; used for export only.
+        logits = pooled = None
+        for k in range(len(self.experts)):
+            lk, fk = self._run_expert(k, signals, tx_pos, offset)
+            pick = assign == k
+            logits = lk.float() if logits is None else torch.where(pick[:, None, None], lk.float(), logits)
+            if self.aux_head is not None and fk is not None:
+                pk = self.proj[k](fk).float().mean((2, 3))
+                pooled = pk if pooled is None else torch.where(pick[:, None], pk, pooled)
+        assert logits is not None
         return logits, pooled
 
     def _mixed(

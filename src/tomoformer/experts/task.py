@@ -9,9 +9,10 @@ import torch
 from torch.utils.data import Dataset
 
 from tomoformer.data.datamodule import SignalMapDataset, SplitDataModule
+from tomoformer.errors import ConfigError
 from tomoformer.evaluation.metrics import evaluate_predictions
 from tomoformer.experts.model import ExpertsModel, shift_tx
-from tomoformer.finetune.policies import apply_policy
+from tomoformer.finetune.policies import apply_policy, parse_policy
 from tomoformer.tasks.mapping import MappingTask
 
 
@@ -24,7 +25,13 @@ class ExpertsTask(MappingTask):
         super().__init__(**kwargs)
         if not isinstance(self.model, ExpertsModel):
             raise TypeError("ExpertsTask needs model='experts'")
-        if global_policy != "full":
+        if global_policy != "full" and self.model.backbone is not None:
+            # The shared backbone is frozen already; "head" also freezes the LoRA adapters.
+            if parse_policy(global_policy).kind != "head":
+                raise ConfigError(f"shared-backbone experts take global_policy full or head, not {global_policy!r}")
+            for param in self.model.backbone.adapter_parameters():
+                param.requires_grad_(False)
+        elif global_policy != "full":
             for expert in self.model.experts:
                 apply_policy(expert, global_policy)
 

@@ -41,9 +41,11 @@ __all__ = [
     "freeze_module",
     "layer_decay_groups",
     "layer_groups",
+    "lora_config",
     "lora_target_modules",
     "merge_lora",
     "parse_policy",
+    "pin_transformer_slow_path",
     "unfreeze_module",
 ]
 
@@ -178,24 +180,38 @@ def lora_target_modules(model: nn.Module) -> list[str]:
     ]
 
 
+def lora_config(targets: list[str], rank: int, alpha: float | None = None, dropout: float = 0.0) -> Any:
+    """The peft ``LoraConfig`` every LoRA adapter here uses: ``rank``, alpha = rank unless given, no bias."""
+    from peft import LoraConfig
+
+    return LoraConfig(r=rank, lora_alpha=alpha or rank, lora_dropout=dropout, target_modules=targets, bias="none")
+
+
+def pin_transformer_slow_path(model: nn.Module) -> None:
+    """Make every ``nn.TransformerEncoderLayer`` take its plain forward path, which runs LoRA adapters.
+
+    The eval fast path reads linear1/linear2 weights directly and would skip the adapters; with a false
+    activation flag forward() takes the plain path (the activation itself is ``layer.activation``).
+    :func:`merge_lora` undoes it.
+    """
+    for layer in model.modules():
+        if isinstance(layer, nn.TransformerEncoderLayer) and "_fastpath_kind" not in layer.__dict__:
+            layer._fastpath_kind = layer.activation_relu_or_gelu
+            layer.activation_relu_or_gelu = 0
+
+
 def inject_lora(model: nn.Module, rank: int, alpha: float | None = None, dropout: float = 0.0) -> nn.Module:
     """Add LoRA adapters of ``rank`` in place; freeze everything else except the head. Returns ``model``."""
-    from peft import LoraConfig, inject_adapter_in_model
+    from peft import inject_adapter_in_model
 
     targets = lora_target_modules(model)
     if not targets:
         raise ConfigError(f"model {type(model).__name__} has no layers LoRA can adapt")
-    config = LoraConfig(r=rank, lora_alpha=alpha or rank, lora_dropout=dropout, target_modules=targets, bias="none")
     freeze_module(model)
-    inject_adapter_in_model(config, model)
+    inject_adapter_in_model(lora_config(targets, rank, alpha, dropout), model)
     for name, param in model.named_parameters():
         param.requires_grad_("lora_" in name)
-    for layer in model.modules():
-        if isinstance(layer, nn.TransformerEncoderLayer) and "_fastpath_kind" not in layer.__dict__:
-            # The eval fast path reads linear1/linear2 weights directly and would skip the adapters; with a false
-            # activation flag forward() takes the plain path (the activation itself is ``layer.activation``).
-            layer._fastpath_kind = layer.activation_relu_or_gelu
-            layer.activation_relu_or_gelu = 0
+    pin_transformer_slow_path(model)
     if hasattr(model, "get_classifier"):
         unfreeze_module(model.get_classifier())
     return model

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from tomoformer.errors import ConfigError
 from tomoformer.models.features import NUM_FRAME_FEATURES, NUM_PIXEL_STATISTICS, frame_features, pixel_statistics
 from tomoformer.models.registry import register_model
+from tomoformer.models.tracing import is_exporting
 
 __all__ = ["ConvGRU", "ConvGRUCell", "convgru"]
 
@@ -90,26 +91,53 @@ class ConvGRU(nn.Module):
         T, H, W = signals.shape[1:]
         multiple = 2**self.levels
         pad = (0, (-W) % multiple, 0, (-H) % multiple)
-        dtype = self.head.weight.dtype
-        h = None
-        for t in range(T):
-            # One frame at a time: memory for the features of a single frame, whatever T is.
-            tx = None if tx_pos is None else tx_pos[:, t : t + 1]
-            feats, present = frame_features(signals[:, t : t + 1], tx)
-            x = F.pad(feats[:, 0], pad).to(dtype)  # [B, 5, Hp, Wp]
-            x = self.encoder(x)
-            # A cell of the coarse grid updates if any of its full-resolution cells was measured in this frame.
-            valid = F.pad(feats[:, 0, 1:2], pad)
-            mask = F.adaptive_max_pool2d(valid, x.shape[-2:]) if self.levels else valid
-            mask = mask * present[:, 0, None, None, None].to(mask.dtype)
-            if h is None:
-                h = torch.zeros_like(x)
-            h = torch.where(mask > 0, self.cell(x, h), h)
-        assert h is not None  # T >= 1
-        stats = F.pad(pixel_statistics(signals, tx_pos), pad).to(dtype)
+        if T < 1:
+            raise ConfigError("convgru needs at least one frame")
+        if is_exporting():
+            # torch.export unrolls a Python loop for the traced T only; a scan keeps T dynamic (ONNX Scan).
+            h = self._scan_frames(signals, tx_pos, pad)
+        else:
+            h = None
+            for t in range(T):
+                # One frame at a time: memory for the features of a single frame, whatever T is.
+                tx = None if tx_pos is None else tx_pos[:, t : t + 1]
+                h = self._step(h, signals[:, t : t + 1], tx, pad)
+        assert h is not None
+        stats = F.pad(pixel_statistics(signals, tx_pos), pad).to(self.head.weight.dtype)
         up = F.interpolate(h, size=stats.shape[-2:], mode="bilinear", align_corners=False) if self.levels else h
         x = self.decoder(torch.cat([up, self.stats_stem(stats)], dim=1))
         return self.head(x)[:, 0, :H, :W].float()
+
+    def _step(self, h: Tensor | None, frame: Tensor, tx: Tensor | None, pad: tuple[int, ...]) -> Tensor:
+        """Fold one frame [B, 1, H, W] dB (tx [B, 1, 3] | None) into the state h [B, C, h, w] (None: zeros)."""
+        feats, present = frame_features(frame, tx)
+        x = self.encoder(F.pad(feats[:, 0], pad).to(self.head.weight.dtype))  # [B, C, h, w]
+        # A cell of the coarse grid updates if any of its full-resolution cells was measured in this frame.
+        valid = F.pad(feats[:, 0, 1:2], pad)
+        mask = F.adaptive_max_pool2d(valid, x.shape[-2:]) if self.levels else valid
+        mask = mask * present[:, 0, None, None, None].to(mask.dtype)
+        if h is None:
+            h = torch.zeros_like(x)
+        return torch.where(mask > 0, self.cell(x, h), h)
+
+    def _scan_frames(self, signals: Tensor, tx_pos: Tensor | None, pad: tuple[int, ...]) -> Tensor:
+        """The final state after all frames, as one ``scan`` over T (same numbers as the loop)."""
+        from torch._higher_order_ops.scan import scan
+
+        B, T, H, W = signals.shape
+        multiple = 2**self.levels
+        coarse = ((H + pad[3]) // multiple, (W + pad[1]) // multiple)  # stride-2 convs halve the padded map
+        h0 = signals.new_zeros(B, self.hidden_channels, *coarse, dtype=self.head.weight.dtype)
+        frames = signals.transpose(0, 1)[:, :, None]  # [T, B, 1, H, W]
+        if tx_pos is None:
+            tx_pos = signals.new_full((B, T, 3), float("nan"))  # all unknown: the models treat it as None
+        positions = tx_pos.transpose(0, 1)[:, :, None]  # [T, B, 1, 3]
+
+        def body(h: Tensor, xs: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+            new = self._step(h, xs[0], xs[1], pad)
+            return new, new.new_zeros(())
+
+        return scan(body, h0, (frames, positions))[0]
 
 
 @register_model

@@ -68,7 +68,7 @@ def frame_features(signals: Tensor, tx_pos: Tensor | None = None) -> tuple[Tenso
         (False for frames without any valid cell).
     """
     signals = signals.float()
-    B, T, H, W = signals.shape
+    H, W = signals.shape[-2:]
     valid = torch.isfinite(signals)
     sig = torch.where(valid, signals, torch.zeros((), device=signals.device))
     norm_db = torch.where(valid, (sig - _frame_centre(sig, valid)) / DB_SCALE, 0.0)
@@ -88,12 +88,13 @@ def frame_features(signals: Tensor, tx_pos: Tensor | None = None) -> tuple[Tenso
         )
         # Clamp at one cell: the transmitter cell itself has no meaningful far-field loss.
         log_d = 0.5 * torch.log10(d2.clamp_min(1.0))
-        known_map = known[..., None, None].expand(B, T, H, W)
+        # Broadcast, not expand(B, T, H, W): explicit sizes inside a torch.export scan body break ONNX export.
+        known_map = known[..., None, None]
         log_dist = torch.where(known_map, log_d - 1.0, 0.0)
         ex_valid = valid & known_map
         ex_raw = torch.where(ex_valid, sig + 20.0 * log_d, 0.0)
         excess = torch.where(ex_valid, (ex_raw - _frame_centre(ex_raw, ex_valid, LOS_QUANTILE)) / DB_SCALE, 0.0)
-        tx_unknown = (~known_map).float()
+        tx_unknown = torch.where(known_map, zeros, 1.0)
     features = torch.stack([norm_db, valid.float(), log_dist, excess, tx_unknown], dim=2)
     return features, valid.flatten(2).any(dim=-1)
 

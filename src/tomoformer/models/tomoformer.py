@@ -289,10 +289,12 @@ class PixelPyramid(nn.Module):
             x = stage(x)
             skips.append(x)
         tokens = tokens.to(x.dtype)
-        for inject, stage, skip in zip(self.inject, self.dec, reversed(skips[:-1]), strict=True):
+        last = len(self.dec) - 1
+        for i, (inject, stage, skip) in enumerate(zip(self.inject, self.dec, reversed(skips[:-1]), strict=True)):
             x = x + inject(F.interpolate(tokens, size=x.shape[-2:], mode="bilinear", align_corners=False))
             x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
-            parts = [x, skip] if stage is not self.dec[-1] else [x, skip, decoded.to(x.dtype)]
+            # By position, not `stage is self.dec[-1]`: torch.export can hand out other module objects.
+            parts = [x, skip] if i != last else [x, skip, decoded.to(x.dtype)]
             x = stage(torch.cat(parts, dim=1))
         return x
 
