@@ -14,6 +14,9 @@ training budget of ``epochs`` passes over the training samples:
   cluster for the other half; ``init-single/k=1 (control)``: the same with one cluster holding every sample, which
   separates the effect of specialising from that of the second stage's learning-rate restart.
 
+* ``init-single/lora shared``: like ``init-single/hard``, but the per-cluster copies are LoRA adapters (rank
+  ``--lora-rank``) and heads on one shared frozen backbone (``share_backbone``).
+
 Reported: test IoU overall and per cluster (clusters of the test samples from the experts' clusterer, the same
 for every variant of a seed), mean and spread (std) over seeds, and how well the clusters match the city styles
 (adjusted Rand index). A global-stage epoch runs every expert on every sample, so it costs K times the compute
@@ -21,6 +24,12 @@ of an expert-stage epoch: the budget is equal in samples seen, not in FLOPs.
 
     OMP_NUM_THREADS=1 python benchmarks/experts.py          # CPU-sized: 32x32, T=8, 192 + 64 samples, 3 seeds
     OMP_NUM_THREADS=1 python benchmarks/experts.py --epochs 12 --global-epochs 3   # twice the budget
+    # Ray-traced data (docs/sionna.md): procedural cities + Munich tiles to train, procedural + real cities to test
+    OMP_NUM_THREADS=1 python benchmarks/experts.py --train-data rt_train_munich.zarr --test-data rt_test_mixed.zarr \
+        --k 2 --epochs 12 --global-epochs 3 --batch-size 8
+
+With ``--train-data``/``--test-data`` nothing is simulated, and the clusters are compared with the datasets'
+``group`` names (city style or city) instead of the simulator's styles.
 """
 
 from __future__ import annotations
@@ -56,13 +65,34 @@ GLOBAL_VARIANTS: dict[str, dict[str, Any]] = {
 }
 
 
-def simulate(out: Path, size: int, frames: int, n_train: int, n_test: int) -> dict[str, Path]:
+# --mix physics: two propagation regimes in one dataset (frequency, wall and indoor loss, noise), every city style
+# in both; the clusters then differ in how buildings show in the signals, not only in what the city looks like.
+REGIMES: dict[str, dict[str, Any]] = {
+    "3.5GHz_12dB": {},
+    "28GHz_25dB": {"frequency_hz": 28e9, "wall_loss_db": 25.0, "indoor_loss_db_per_m": 1.5, "noise_std_db": 3.0},
+}
+
+
+def simulate(out: Path, size: int, frames: int, n_train: int, n_test: int, mix: str = "styles") -> dict[str, Path]:
     config = SimConfig(size=size, frames=frames, style="mixed")
     paths = {}
     for split, n, seed in (("train", n_train, 0), ("test", n_test, 10_000)):
         paths[split] = out / "data" / f"{split}.zarr"
-        if not paths[split].exists():
+        if paths[split].exists():
+            continue
+        if mix == "styles":
             write_dataset(paths[split], simulate_samples(config, seed, 0, n), dataset_attrs(config))
+            continue
+        # Half the samples per regime; "group" becomes the regime, so the ARI column measures recovering it.
+        parts = []
+        for r, options in enumerate(REGIMES.values()):
+            regime = dataclasses.replace(config, **options)
+            part = simulate_samples(regime, seed + r, 0, n // 2 if r == 0 else n - n // 2)
+            part["group"][:] = r
+            parts.append(part)
+        arrays = {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
+        attrs = {**dataset_attrs(config), "group_names": list(REGIMES)}
+        write_dataset(paths[split], arrays, attrs)
     return paths
 
 
@@ -97,16 +127,21 @@ def run_seed(args: argparse.Namespace, paths: dict[str, Path], seed: int) -> dic
     for combine in ("hard", "soft"):
         model.combine = combine
         probabilities, clusters, _ = predict_with_clusters(model, test, args.batch_size)
-        results[f"experts/{combine}"] = scores_for(probabilities, truth, clusters)
+        if "experts" in args.variants:
+            results[f"experts/{combine}"] = scores_for(probabilities, truth, clusters)
     from sklearn.metrics import adjusted_rand_score
 
     styles = test_source.read("group", slice(None)).astype(int)
+    style_names = list(test_source.attrs.get("group_names") or STYLES)
     results["_clusters"] = {
         "k": int(model.num_clusters),
         "test_sizes": np.bincount(clusters, minlength=model.num_clusters).tolist(),
         "ari_vs_style": float(adjusted_rand_score(styles, clusters)),
         # Which city styles each cluster holds (test samples per style, in STYLES order).
-        "styles": {int(c): np.bincount(styles[clusters == c], minlength=len(STYLES)).tolist() for c in set(clusters)},
+        "style_names": style_names,
+        "styles": {
+            int(c): np.bincount(styles[clusters == c], minlength=len(style_names)).tolist() for c in set(clusters)
+        },
     }
 
     def single(epochs: int, name: str) -> Path:
@@ -130,8 +165,9 @@ def run_seed(args: argparse.Namespace, paths: dict[str, Path], seed: int) -> dic
     # Shared expert stage for the global variants, then one global fine-tuning per variant.
     stage = out / "stage"
     first = args.epochs - args.global_epochs
-    run_experts_fit(dataclasses.replace(base, out=str(stage), epochs=first))
-    for name, options in GLOBAL_VARIANTS.items():
+    if "global" in args.variants:
+        run_experts_fit(dataclasses.replace(base, out=str(stage), epochs=first))
+    for name, options in GLOBAL_VARIANTS.items() if "global" in args.variants else ():
         folder = out / name
         shutil.rmtree(folder, ignore_errors=True)
         shutil.copytree(stage / "experts", folder / "experts")
@@ -142,7 +178,7 @@ def run_seed(args: argparse.Namespace, paths: dict[str, Path], seed: int) -> dic
         fitted = load_checkpoint(run_experts_fit(config).model_path).model
         results[name] = scores_for(predict_with_clusters(fitted, test, args.batch_size)[0], truth, clusters)
 
-    if args.with_init:
+    if args.with_init and "init" in args.variants:
         half = max(1, args.epochs // 2)
         init = single(half, "single-half")
         config = dataclasses.replace(
@@ -163,6 +199,13 @@ def run_seed(args: argparse.Namespace, paths: dict[str, Path], seed: int) -> dic
         fitted = load_checkpoint(run_experts_fit(control).model_path).model
         probabilities = predict_with_clusters(fitted, test, args.batch_size)[0]
         results["init-single/k=1 (control)"] = scores_for(probabilities, truth, clusters)
+        shared = dataclasses.replace(
+            config, out=str(out / "init-single-lora"), policy=f"lora:{args.lora_rank}", share_backbone=True
+        )
+        fitted = load_checkpoint(run_experts_fit(shared).model_path).model
+        fitted.combine = "hard"
+        probabilities = predict_with_clusters(fitted, test, args.batch_size)[0]
+        results["init-single/lora shared"] = scores_for(probabilities, truth, clusters)
     test_source.close()
     return results
 
@@ -182,10 +225,11 @@ def table(per_seed: list[dict[str, Any]]) -> str:
     clusters = [r["_clusters"] for r in per_seed]
     lines.append("")
     lines.append(
-        "clusters per seed (k, test sizes, adjusted Rand index vs city style): "
+        "clusters per seed (k, test sizes, adjusted Rand index vs the data's groups): "
         + "; ".join(f"k={c['k']} {c['test_sizes']} ARI={c['ari_vs_style']:.2f}" for c in clusters)
     )
-    lines.append(f"test samples per style ({', '.join(STYLES)}) in each cluster, seed 0: {clusters[0]['styles']}")
+    names = ", ".join(clusters[0]["style_names"])
+    lines.append(f"test samples per group ({names}) in each cluster, seed 0: {clusters[0]['styles']}")
     return "\n".join(lines)
 
 
@@ -205,14 +249,30 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--no-init", dest="with_init", action="store_false", help="skip the init-single variants")
+    parser.add_argument("--lora-rank", type=int, default=4, help="rank of the shared-backbone LoRA experts")
+    parser.add_argument("--mix", choices=("styles", "physics"), default="styles", help="what differs between samples")
+    parser.add_argument(
+        "--variants", default="experts,global,init", help="comma list of experts, global, init (single always runs)"
+    )
+    parser.add_argument("--train-data", help="a dataset to train on instead of simulating (e.g. ray-traced)")
+    parser.add_argument("--test-data", help="the held-out dataset to go with --train-data")
     args = parser.parse_args()
     args.k = args.k or None
+    args.variants = set(args.variants.split(","))
+    if not args.variants <= {"experts", "global", "init"}:
+        parser.error(f"--variants takes experts, global, init; got {sorted(args.variants)}")
+    if (args.train_data is None) != (args.test_data is None):
+        parser.error("--train-data and --test-data go together")
     start = time.perf_counter()
-    paths = simulate(Path(args.out), args.size, args.frames, args.n_train, args.n_test)
+    if args.train_data:
+        paths = {"train": Path(args.train_data), "test": Path(args.test_data)}
+    else:
+        paths = simulate(Path(args.out), args.size, args.frames, args.n_train, args.n_test, args.mix)
     per_seed = [run_seed(args, paths, int(s)) for s in args.seeds.split(",")]
     text = table(per_seed)
     minutes = (time.perf_counter() - start) / 60
-    text += f"\n\n{len(per_seed)} seeds, {minutes:.1f} min on this machine; options: {json.dumps(vars(args))}\n"
+    options = json.dumps(vars(args), default=sorted)
+    text += f"\n\n{len(per_seed)} seeds, {minutes:.1f} min on this machine; options: {options}\n"
     out = Path(args.out)
     write_text_atomic(out / "results.json", json.dumps(per_seed, indent=1, default=str))
     write_text_atomic(out / "results.md", text)

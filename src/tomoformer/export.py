@@ -8,9 +8,10 @@ Formats (``export_model(checkpoint, fmt, out)``):
   so one graph serves data with and without positions. Output ``logits`` float32 ``[B, H, W]``. B and T are
   dynamic; H and W are fixed at export (``height``/``width``): the models pad H and W to multiples of the patch
   size and of the decoder's pyramid, and a graph traced with symbolic H, W carries guards on those paddings that
-  ONNX cannot check, so a size other than the traced one could silently give wrong maps. The TomoFormer metadata
-  (model name, options, data attributes such as ``cell_size_m`` and ``rx_height_m``) is stored as ONNX
-  ``metadata_props``; the file is checked with onnxruntime against PyTorch before it is written.
+  ONNX cannot check, so a size other than the traced one could silently give wrong maps. Recurrent models
+  (``convgru``) export their loop over frames as a ``scan`` (ONNX ``Scan``), so T stays dynamic for them too.
+  The TomoFormer metadata (model name, options, data attributes such as ``cell_size_m`` and ``rx_height_m``)
+  is stored as ONNX ``metadata_props``; the file is checked with onnxruntime against PyTorch before it is written.
 * ``torchscript`` (``.pt2``): a ``torch.export`` program (load with ``torch.export.load(path).module()``), not
   ``torch.jit.trace``: tracing records the Python loop over frame chunks in ``pixel_statistics`` for the traced
   T only, so a traced model silently ignores frames beyond the first chunk (and ``torch.jit`` is deprecated).

@@ -80,7 +80,8 @@ def test_fit_evaluate_predict(workdir: Path, monkeypatch: pytest.MonkeyPatch) ->
 
 def test_user_errors_exit_2(workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     monkeypatch.chdir(workdir)
-    for bad in (["--combine", "vote"], ["--clusterer", "spectral"], ["--expert-model", "no_such_model"]):
+    bads = (["--combine", "vote"], ["--clusterer", "spectral"], ["--expert-model", "no_such_model"])
+    for bad in (*bads, ["--share-backbone"]):  # share_backbone without lora:R and init_checkpoint
         assert main(["experts", "fit", "--config", "experts.yaml", "--epochs", "1", *bad]) == 2, bad
     assert "error" in capsys.readouterr().err
     assert main(["experts", "evaluate", "--checkpoint", "missing.ckpt", "--data", "toy.zarr"]) == 2

@@ -48,8 +48,13 @@ def register(commands: argparse._SubParsersAction) -> None:
         metavar="NAME[,KEY=VALUE...]",
         help="sub-model architecture, repeatable: used in turn for clusters 0, 1, ... (e.g. unet,base_channels=8)",
     )
-    for flag, dest in (("film", "film"), ("aux", "aux")):
-        fit.add_argument(f"--{flag}", dest=dest, action="store_true", default=_S)
+    switches = (
+        ("film", "film", "condition each expert's head on the sample's offset from its cluster centre"),
+        ("aux", "aux", "auxiliary targets: cluster membership and offset"),
+        ("share-backbone", "share_backbone", "lora:R experts share one frozen backbone (adapter + head each)"),
+    )
+    for flag, dest, text in switches:
+        fit.add_argument(f"--{flag}", dest=dest, action="store_true", default=_S, help=text)
         fit.add_argument(f"--no-{flag}", dest=dest, action="store_false", default=_S)
     fit.add_argument("--resume", action="store_true", default=_S, help="skip finished stages, continue the rest")
     fit.add_argument("--no-progress", dest="progress", action="store_false", default=_S)
@@ -77,7 +82,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
     from tomoformer.experts.config import ExpertsConfig
 
     values: dict[str, Any] = read_yaml(args.config) if getattr(args, "config", None) else {}
-    for name in (*_FIT_FLAGS, "film", "aux", "resume", "progress"):
+    for name in (*_FIT_FLAGS, "film", "aux", "share_backbone", "resume", "progress"):
         if hasattr(args, name):
             values[name] = getattr(args, name)
     if getattr(args, "expert_models", None):
