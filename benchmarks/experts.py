@@ -14,6 +14,9 @@ training budget of ``epochs`` passes over the training samples:
   cluster for the other half; ``init-single/k=1 (control)``: the same with one cluster holding every sample, which
   separates the effect of specialising from that of the second stage's learning-rate restart.
 
+With ``--features encoder`` the samples are clustered on the trained single model's features instead of signal
+statistics.
+
 * ``init-single/lora shared``: like ``init-single/hard``, but the per-cluster copies are LoRA adapters (rank
   ``--lora-rank``) and heads on one shared frozen backbone (``share_backbone``).
 
@@ -121,6 +124,26 @@ def run_seed(args: argparse.Namespace, paths: dict[str, Path], seed: int) -> dic
     truth = test_source.read("buildings", slice(None))
     results: dict[str, Any] = {}
 
+    def single(epochs: int, name: str) -> Path:
+        config = TrainConfig(
+            data=str(paths["train"]),
+            out=str(out / name),
+            model=args.model,
+            model_kwargs=expert["model_kwargs"],
+            max_epochs=epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            seed=seed,
+            accelerator="cpu",
+            progress=False,
+        )
+        return run_training(config).best_checkpoint
+
+    best = single(args.epochs, "single")
+    if args.features == "encoder":
+        # Cluster on what the trained single model sees (its head input, mean-pooled), not on signal statistics.
+        base = dataclasses.replace(base, features="encoder", encoder_checkpoint=str(best))
+
     # Experts at the full budget; their clusterer defines the test clusters for every variant of this seed.
     full = run_experts_fit(dataclasses.replace(base, out=str(out / "experts"), epochs=args.epochs))
     model = load_checkpoint(full.model_path).model
@@ -144,22 +167,6 @@ def run_seed(args: argparse.Namespace, paths: dict[str, Path], seed: int) -> dic
         },
     }
 
-    def single(epochs: int, name: str) -> Path:
-        config = TrainConfig(
-            data=str(paths["train"]),
-            out=str(out / name),
-            model=args.model,
-            model_kwargs=expert["model_kwargs"],
-            max_epochs=epochs,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            seed=seed,
-            accelerator="cpu",
-            progress=False,
-        )
-        return run_training(config).best_checkpoint
-
-    best = single(args.epochs, "single")
     results["single"] = scores_for(predict_probabilities(load_checkpoint(best).model, test), truth, clusters)
 
     # Shared expert stage for the global variants, then one global fine-tuning per variant.
@@ -250,6 +257,12 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--no-init", dest="with_init", action="store_false", help="skip the init-single variants")
     parser.add_argument("--lora-rank", type=int, default=4, help="rank of the shared-backbone LoRA experts")
+    parser.add_argument(
+        "--features",
+        choices=("stats", "encoder"),
+        default="stats",
+        help="clustering features (encoder: the single model's)",
+    )
     parser.add_argument("--mix", choices=("styles", "physics"), default="styles", help="what differs between samples")
     parser.add_argument(
         "--variants", default="experts,global,init", help="comma list of experts, global, init (single always runs)"

@@ -8,6 +8,7 @@ from tomoformer.checkpoint import load_checkpoint, save_checkpoint
 from tomoformer.errors import ConfigError
 from tomoformer.experts.clustering import fit_clusters
 from tomoformer.experts.model import COMBINES, ExpertsModel, region_boxes
+from tomoformer.finetune.policies import apply_policy
 from tomoformer.models.registry import create_model
 
 UNET = {"model": "unet", "model_kwargs": {"base_channels": 4, "depth": 1}}
@@ -179,6 +180,8 @@ def test_shared_lora_experts_hold_one_backbone(tmp_path) -> None:
     path = save_checkpoint(tmp_path / "m.ckpt", model, {"model": "experts", "model_kwargs": spec})
     loaded = load_checkpoint(path, expect_model="experts").model
     torch.testing.assert_close(loaded(signals, tx), out["logits"])
+    with pytest.raises(ConfigError, match="already carries LoRA"):
+        apply_policy(copy.deepcopy(model), "lora:2")
     pytest.importorskip("onnxruntime")
     from tomoformer.export import OnnxPredictor, export_model
 

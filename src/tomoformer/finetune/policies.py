@@ -203,7 +203,11 @@ def pin_transformer_slow_path(model: nn.Module) -> None:
 def inject_lora(model: nn.Module, rank: int, alpha: float | None = None, dropout: float = 0.0) -> nn.Module:
     """Add LoRA adapters of ``rank`` in place; freeze everything else except the head. Returns ``model``."""
     from peft import inject_adapter_in_model
+    from peft.tuners.lora import LoraLayer
 
+    if any(isinstance(m, LoraLayer) for m in model.modules()):
+        # Adapters on adapters would be merged into each other's base layers: refuse rather than corrupt.
+        raise ConfigError(f"model {type(model).__name__} already carries LoRA adapters; fine-tune it with full or head")
     targets = lora_target_modules(model)
     if not targets:
         raise ConfigError(f"model {type(model).__name__} has no layers LoRA can adapt")
