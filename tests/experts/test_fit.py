@@ -19,11 +19,17 @@ from tomoformer.models.registry import create_model
 UNET = {"base_channels": 4, "depth": 1}
 
 
-def test_region_experts_from_pretrained_with_head_policy(tmp_path: Path) -> None:
-    write_dataset(tmp_path / "toy.zarr", toy_arrays(n=12), {"cell_size_m": 2.0})
+def toy_data_and_pretrained_unet(folder: Path) -> torch.nn.Module:
+    """Writes folder/toy.zarr (12 samples) and folder/pre.ckpt (a seeded tiny unet); returns the unet."""
+    write_dataset(folder / "toy.zarr", toy_arrays(n=12), {"cell_size_m": 2.0})
     torch.manual_seed(0)
     pretrained = create_model("unet", **UNET)
-    save_checkpoint(tmp_path / "pre.ckpt", pretrained, {"model": "unet", "model_kwargs": UNET})
+    save_checkpoint(folder / "pre.ckpt", pretrained, {"model": "unet", "model_kwargs": UNET})
+    return pretrained
+
+
+def test_region_experts_from_pretrained_with_head_policy(tmp_path: Path) -> None:
+    pretrained = toy_data_and_pretrained_unet(tmp_path)
     config = ExpertsConfig(
         data=str(tmp_path / "toy.zarr"),
         out=str(tmp_path / "run"),
@@ -95,10 +101,7 @@ def test_config_refuses_bad_options() -> None:
 
 
 def test_lora_experts_share_one_backbone(tmp_path: Path) -> None:
-    write_dataset(tmp_path / "toy.zarr", toy_arrays(n=12), {"cell_size_m": 2.0})
-    torch.manual_seed(0)
-    pretrained = create_model("unet", **UNET)
-    save_checkpoint(tmp_path / "pre.ckpt", pretrained, {"model": "unet", "model_kwargs": UNET})
+    pretrained = toy_data_and_pretrained_unet(tmp_path)
     config = ExpertsConfig(
         data=str(tmp_path / "toy.zarr"),
         out=str(tmp_path / "run"),
