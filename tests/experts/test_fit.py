@@ -17,6 +17,8 @@ from tomoformer.experts.fit import run_experts_fit
 from tomoformer.models.registry import create_model
 
 UNET = {"base_channels": 4, "depth": 1}
+# Options every fit in this file shares: tiny batches, a quarter of the samples validating, CPU, quiet.
+TINY_RUN = {"batch_size": 4, "val_fraction": 0.25, "accelerator": "cpu", "progress": False}
 
 
 def toy_data_and_pretrained_unet(folder: Path) -> torch.nn.Module:
@@ -42,11 +44,8 @@ def test_region_experts_from_pretrained_with_head_policy(tmp_path: Path) -> None
         init_checkpoint=str(tmp_path / "pre.ckpt"),
         policy="head",
         epochs=1,
-        batch_size=4,
         lr=1e-2,
-        val_fraction=0.25,
-        accelerator="cpu",
-        progress=False,
+        **TINY_RUN,
     )
     result = run_experts_fit(config)
     model = load_checkpoint(result.model_path, expect_model="experts").model
@@ -77,10 +76,7 @@ def test_encoder_features_with_dbscan(tmp_path: Path) -> None:
         expert_models=[{"model": "unet", "model_kwargs": UNET}],
         combine="hard",
         epochs=1,
-        batch_size=4,
-        val_fraction=0.25,
-        accelerator="cpu",
-        progress=False,
+        **TINY_RUN,
     )
     model = load_checkpoint(run_experts_fit(config).model_path).model
     assert model.features.kind == "encoder" and model.features.num_features == 16
@@ -114,11 +110,8 @@ def test_lora_experts_share_one_backbone(tmp_path: Path) -> None:
         epochs=2,
         global_epochs=1,
         global_policy="head",
-        batch_size=4,
         lr=1e-2,
-        val_fraction=0.25,
-        accelerator="cpu",
-        progress=False,
+        **TINY_RUN,
     )
     result = run_experts_fit(config)
     model = load_checkpoint(result.model_path, expect_model="experts").model

@@ -87,7 +87,6 @@ class SharedLoRABackbone(nn.Module):
         self.slot = _HeadSlot(heads[0])
         setattr(model.get_submodule(parent_path) if parent_path else model, attr, self.slot)
         self.model = model
-        self.num_experts = num_experts
         self.__dict__["_heads"] = heads  # handed to the views, which register them
 
     def views(self) -> list[ExpertView]:
@@ -133,7 +132,7 @@ class SharedLoRABackbone(nn.Module):
             params = dict(self.model.named_parameters()) | dict(self.model.named_buffers())
             for plain, name in own.items():
                 params[name].copy_(state_dict[plain])
-        head_state = {k.removeprefix(self.head_path + "."): v for k, v in state_dict.items() if k in head_keys}
+        head_state = self._head_state(state_dict)
         for head in self.__dict__["_heads"]:  # every expert starts from the pretrained head, as lora:R does
             head.load_state_dict(head_state, strict=True)
 
@@ -144,14 +143,17 @@ class SharedLoRABackbone(nn.Module):
         adapters = {n.replace(".default.", f".{adapter_name(k)}."): v for n, v in lora_state.items() if "lora_" in n}
         if set(adapters) != wanted:
             raise ConfigError(f"expert {k}: the run's LoRA adapters do not match the shared backbone's")
-        head_state = {
-            n.removeprefix(self.head_path + "."): v for n, v in lora_state.items() if n.startswith(self.head_path + ".")
-        }
+        head_state = self._head_state(lora_state)
         with torch.no_grad():
             params = dict(self.model.named_parameters())
             for name, value in adapters.items():
                 params[name].copy_(value)
         head.load_state_dict(head_state, strict=True)
+
+    def _head_state(self, state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The head's entries of a whole-model state dict, named as the head's own."""
+        prefix = self.head_path + "."
+        return {k.removeprefix(prefix): v for k, v in state_dict.items() if k.startswith(prefix)}
 
 
 class ExpertView(nn.Module):
