@@ -1,27 +1,44 @@
-"""Accuracy benchmark: every model, the same data and training budget, IoU on held-out simulated cities.
+"""Accuracy benchmark: every model with the same data, epochs and tuning budget, over several seeds, scored on
+held-out simulated cities.
 
-Two scenarios on mixed-style cities (2 m cells): ``dense`` (every cell of every frame measured, 1 dB noise) and
-``sparse`` (10 % of the cells per frame, 4 dB noise, a receiver floor at -130 dB). Prints one IoU table per
-scenario with each model's ratio to the best baseline measured in the same run.
+Two scenarios on mixed-style cities (2 m cells): ``dense`` (every cell of every frame measured) and ``sparse``
+(10 % of the cells per frame, 4 dB noise, a receiver floor at -130 dB). Each scenario simulates its own train,
+validation and test cities (seeds ``--data-seed``, +20,000 and +10,000). For every learned model the learning
+rate is chosen the same way: each rate of ``--lrs`` trains once (first seed), and the one with the best
+*validation* IoU (best epoch) is kept; the test data never takes part in any choice. Then every model trains
+with each of ``--seeds`` (initialisation, batch order and augmentation; the data stay the same) and is scored on
+the test cities. Fitted baselines (``threshold``, ``rti``) choose their own values on the training data.
 
-    python benchmarks/accuracy.py                                   # full size: T=64, 100x100 (use a GPU)
-    python benchmarks/accuracy.py --size 48 --frames 16 --n-train 320 --n-test 64 --epochs 10   # CPU-sized
-    python benchmarks/accuracy.py ... --rt-data rt_etoile.zarr,rt_florence.zarr   # also score on ray-traced tiles
+Writes, per scenario, under ``--out``: ``lr_sweep.csv`` (every rate tried, its validation IoU, the choice),
+``runs.csv`` (one row per model and seed), and over all scenarios ``results.csv`` and ``results.md`` (mean ± sample
+standard deviation over seeds, ratio to ``--baseline`` measured in the same run). Runs already finished in
+``--out`` are reused, so an interrupted benchmark continues where it stopped.
 
-``--rt-data`` scores the same trained models, without any fine-tuning, on ray-traced tiles (``tomoformer simulate
---engine sionna``): how far what was learned on the fast simulator carries to realistic propagation.
+    python benchmarks/accuracy.py --seeds 0,1,2                              # full size: T=64, 100x100 (GPU)
+    OMP_NUM_THREADS=1 python benchmarks/accuracy.py --size 48 --frames 16 --n-train 320 --n-val 64 \\
+        --n-test 128 --epochs 10 --seeds 0,1,2 --out runs/bench_accuracy      # CPU-sized
+    python benchmarks/accuracy.py --size 16 --frames 4 --n-train 32 --n-val 8 --n-test 8 --epochs 1 \\
+        --seeds 0,1 --lrs 1e-3,3e-3 --models unet,seednet_small,threshold --out /tmp/smoke   # smoke test
+
+Model specs are registry names, optionally with a variant after ``@`` (see ``VARIANTS``): the ablation rows are
+``unet@physics`` (``unet`` fed TomoFormer's physics inputs) and ``tomoformer_pyramid`` (TomoFormer without its
+Transformer). ``seednet*`` always gets ``img_size`` = the map size, so its dense head predicts every cell.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 from pathlib import Path
+from typing import Any
 
 from tomoformer.checkpoint import load_checkpoint
 from tomoformer.cli.simulate_cmd import simulate_dataset
 from tomoformer.data.datamodule import AugmentOptions
+from tomoformer.io import write_text_atomic
+from tomoformer.models.registry import create_model
 from tomoformer.sim.config import SimConfig
 from tomoformer.tasks.evaluate import evaluate_models
 from tomoformer.tasks.train import TrainConfig, run_training
@@ -30,8 +47,36 @@ SCENARIOS = {
     "dense": {},
     "sparse": {"measured_fraction": 0.1, "sparsity_mode": "random", "noise_std_db": 4.0, "floor_db": -130.0},
 }
-LEARNED = ("tomoformer_tiny", "tomoformer_tiny@transformer", "unet", "seednet")
-FITTED = ("threshold", "rti")
+VARIANTS: dict[str, dict[str, Any]] = {
+    "transformer": {"decoder": "transformer"},
+    "physics": {"physics_features": True},
+    "patch": {"tokens": "patch"},
+    "fill": {"fill": "neighbours"},
+}
+MODELS = (
+    "tomoformer_tiny",
+    "tomoformer_tiny@transformer",
+    "tomoformer_pyramid",
+    "unet",
+    "unet@physics",
+    "convgru",
+    "seednet",
+    "seednet@patch",
+    "threshold",
+    "threshold@fill",
+    "rti",
+)
+
+
+def model_kwargs(spec: str, size: int) -> tuple[str, dict[str, Any]]:
+    """``"unet@physics"`` -> ("unet", {"physics_features": True}); seednet's dense head gets the map size."""
+    name, _, variant = spec.partition("@")
+    if variant and variant not in VARIANTS:
+        raise SystemExit(f"unknown variant {variant!r} in {spec!r}; choose one of: {', '.join(VARIANTS)}")
+    kwargs = dict(VARIANTS.get(variant, {}))
+    if name.startswith("seednet"):
+        kwargs.setdefault("img_size", size)
+    return name, kwargs
 
 
 def main() -> None:
@@ -40,81 +85,211 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=100)
     parser.add_argument("--frames", type=int, default=64)
     parser.add_argument("--n-train", type=int, default=2000)
+    parser.add_argument("--n-val", type=int, default=200)
     parser.add_argument("--n-test", type=int, default=200)
     parser.add_argument("--epochs", type=int, default=20, help="the same for every learned model")
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--lrs", default="3e-4,1e-3,3e-3", help="learning rates tried on validation data")
+    parser.add_argument("--seeds", default="0,1,2", help="training seeds; mean ± spread over them")
+    parser.add_argument("--data-seed", type=int, default=0)
     parser.add_argument("--scenarios", default="dense,sparse")
-    parser.add_argument("--models", default=",".join(LEARNED + FITTED))
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--baseline", default="unet", help="ratios are to this model's mean IoU in the same run")
     parser.add_argument("--device", default="auto", help="simulation and training device (auto, cpu, cuda)")
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--max-floor-fraction",
         type=float,
         default=AugmentOptions.max_floor_fraction,
         help="random receiver-floor augmentation (0 = off; default: the training default)",
     )
-    parser.add_argument("--rt-data", default="", help="comma-separated ray-traced datasets to score the models on too")
     args = parser.parse_args()
 
     import torch
 
     cuda = torch.cuda.is_available() and args.device in ("auto", "cuda")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    lrs = [float(x) for x in args.lrs.split(",")]
+    specs = args.models.split(",")
     out = Path(args.out)
-    summary: dict[str, dict[str, dict[str, float]]] = {}
+    summary: list[dict[str, Any]] = []
     for scenario in args.scenarios.split(","):
-        config = SimConfig.from_dict(
-            {"size": args.size, "frames": args.frames, "style": "mixed", **SCENARIOS[scenario]}
-        )
-        data = out / scenario / "data"
-        paths = {}
-        for split, n, seed in (("train", args.n_train, args.seed), ("test", args.n_test, args.seed + 10_000)):
-            paths[split] = data / f"{split}.zarr"
-            if not paths[split].exists():
-                simulate_dataset(paths[split], n=n, config=config, seed=seed, device="cuda" if cuda else "cpu")
-        models, seconds = {}, {}
-        for spec in args.models.split(","):
-            name, _, decoder = spec.partition("@")
-            kwargs = {"decoder": decoder} if decoder else {}
-            train = TrainConfig(
-                data=str(paths["train"]),
-                out=str(out / scenario / "runs" / spec.replace("@", "_")),
-                model=name,
-                model_kwargs=kwargs,
-                augment=AugmentOptions(max_floor_fraction=args.max_floor_fraction or None),
-                max_epochs=args.epochs,
-                batch_size=args.batch_size,
-                lr=1e-3,
-                seed=args.seed,
-                accelerator="gpu" if cuda else "cpu",
-                progress=False,
+        folder = out / scenario
+        paths = simulate_splits(args, scenario, folder, cuda)
+        done_path = folder / "runs.json"
+        done: dict[str, dict[str, Any]] = json.loads(done_path.read_text()) if done_path.exists() else {}
+
+        def run(spec: str, lr: float, seed: int) -> dict[str, Any]:
+            return train_once(args, scenario, folder, paths, done, spec, lr, seed, cuda)  # noqa: B023
+
+        sweep_rows, chosen = [], {}
+        for spec in specs:
+            name, kwargs = model_kwargs(spec, args.size)
+            fitted = getattr(create_model(name, **kwargs), "requires_fit", False)
+            if fitted:
+                chosen[spec] = lrs[0]  # unused by fitted models; one run per seed
+                continue
+            tried = {lr: run(spec, lr, seeds[0])["val_iou"] for lr in lrs}
+            chosen[spec] = max(tried, key=lambda lr: tried[lr])
+            sweep_rows += [
+                {"model": spec, "lr": lr, "val_iou": iou, "chosen": lr == chosen[spec]} for lr, iou in tried.items()
+            ]
+        write_csv(folder / "lr_sweep.csv", sweep_rows)
+
+        run_rows = []
+        for seed in seeds:
+            runs = {spec: run(spec, chosen[spec], seed) for spec in specs}
+            models = {spec: load_checkpoint(r["checkpoint"]).model for spec, r in runs.items()}
+            scores = evaluate_models(
+                models, paths["test"], folder / f"test_seed{seed}", batch_size=args.batch_size, title=scenario
             )
-            start = time.perf_counter()
-            result = run_training(train)
-            seconds[spec] = time.perf_counter() - start
-            print(f"{scenario}: trained {spec} in {seconds[spec]:.0f} s (val IoU {result.metrics.get('best_val_iou')})")
-            models[spec] = load_checkpoint(result.best_checkpoint).model
-        results = evaluate_models(
-            models, paths["test"], out / scenario, batch_size=args.batch_size, title=f"accuracy benchmark: {scenario}"
+            for spec in specs:
+                run_rows.append(
+                    {
+                        "scenario": scenario,
+                        "model": spec,
+                        "seed": seed,
+                        "lr": chosen[spec] if not _fitted(spec, args.size) else "",
+                        "val_iou": runs[spec]["val_iou"],
+                        "test_iou": scores[spec]["iou"],
+                        "test_f1": scores[spec]["f1"],
+                        "train_s": runs[spec]["train_s"],
+                    }
+                )
+        write_csv(folder / "runs.csv", run_rows)
+        summary += aggregate(scenario, run_rows, args.baseline)
+        write_csv(out / "results.csv", summary)
+        write_text_atomic(out / "results.md", markdown(summary, args))
+        print_table(scenario, [row for row in summary if row["scenario"] == scenario], args.baseline)
+
+
+def train_once(
+    args: argparse.Namespace,
+    scenario: str,
+    folder: Path,
+    paths: dict[str, Path],
+    done: dict[str, dict[str, Any]],
+    spec: str,
+    lr: float,
+    seed: int,
+    cuda: bool,
+) -> dict[str, Any]:
+    """Train (or fit) ``spec`` once with ``lr`` and ``seed``; cached in ``folder/runs.json`` (``done``)."""
+    key = f"{spec}|lr={lr:g}|seed={seed}"
+    if key not in done:
+        name, kwargs = model_kwargs(spec, args.size)
+        config = TrainConfig(
+            data=str(paths["train"]),
+            val_data=str(paths["val"]),
+            out=str(folder / "runs" / spec.replace("@", "_") / f"lr{lr:g}_seed{seed}"),
+            model=name,
+            model_kwargs=kwargs,
+            augment=AugmentOptions(max_floor_fraction=args.max_floor_fraction or None),
+            max_epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=lr,
+            seed=seed,
+            accelerator="gpu" if cuda else "cpu",
+            progress=False,
         )
-        summary[scenario] = {k: {"iou": v["iou"], "f1": v["f1"], "train_s": seconds[k]} for k, v in results.items()}
-        print_table(scenario, summary[scenario])
-        for rt_path in filter(None, args.rt_data.split(",")):
-            key = f"{scenario} -> {Path(rt_path).stem}"
-            folder = out / key.replace(" -> ", "_on_")
-            rt = evaluate_models(models, rt_path, folder, batch_size=args.batch_size, title=key)
-            summary[key] = {k: {"iou": v["iou"], "f1": v["f1"], "train_s": seconds[k]} for k, v in rt.items()}
-            print_table(key, summary[key])
-        (out / "summary.json").write_text(json.dumps(summary, indent=2))  # after each scenario: partial runs count
+        start = time.perf_counter()
+        result = run_training(config)
+        seconds = time.perf_counter() - start
+        val_iou = result.metrics.get("best_val_iou", result.metrics.get("val_iou", float("nan")))
+        done[key] = {"checkpoint": str(result.best_checkpoint), "val_iou": val_iou, "train_s": seconds}
+        write_text_atomic(folder / "runs.json", json.dumps(done, indent=1))
+        print(f"{scenario}: {key}: val IoU {val_iou:.3f}, {seconds:.0f} s")
+    return done[key]
 
 
-def print_table(scenario: str, rows: dict[str, dict[str, float]]) -> None:
-    baselines = {k: v for k, v in rows.items() if not k.startswith("tomoformer")}
-    best_name = max(baselines, key=lambda k: baselines[k]["iou"]) if baselines else None
-    best = baselines[best_name]["iou"] if best_name else float("nan")
-    print(f"\n{scenario}: IoU on held-out cities (ratio to the best baseline, {best_name})")
-    print(f"{'model':32s} {'IoU':>7s} {'F1':>7s} {'ratio':>7s} {'train s':>8s}")
-    for name, m in sorted(rows.items(), key=lambda kv: -kv[1]["iou"]):
-        print(f"{name:32s} {m['iou']:7.3f} {m['f1']:7.3f} {m['iou'] / best:7.2f} {m['train_s']:8.0f}")
+def _fitted(spec: str, size: int) -> bool:
+    name, kwargs = model_kwargs(spec, size)
+    return bool(getattr(create_model(name, **kwargs), "requires_fit", False))
+
+
+def simulate_splits(args: argparse.Namespace, scenario: str, folder: Path, cuda: bool) -> dict[str, Path]:
+    """The scenario's train / val / test stores (simulated once, reused by later runs)."""
+    config = SimConfig.from_dict({"size": args.size, "frames": args.frames, "style": "mixed", **SCENARIOS[scenario]})
+    paths = {}
+    splits = (("train", args.n_train, 0), ("val", args.n_val, 20_000), ("test", args.n_test, 10_000))
+    for split, n, offset in splits:
+        paths[split] = folder / "data" / f"{split}.zarr"
+        if not paths[split].exists():
+            device = "cuda" if cuda else "cpu"
+            simulate_dataset(paths[split], n=n, config=config, seed=args.data_seed + offset, device=device)
+    return paths
+
+
+def aggregate(scenario: str, rows: list[dict[str, Any]], baseline: str) -> list[dict[str, Any]]:
+    """Mean and sample standard deviation over seeds per model; ratio of mean test IoU to ``baseline``'s."""
+    by_model: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_model.setdefault(row["model"], []).append(row)
+    means = {m: statistics.fmean(r["test_iou"] for r in rs) for m, rs in by_model.items()}
+    base = means.get(baseline, float("nan"))
+    out = []
+    for model, rs in by_model.items():
+        ious = [r["test_iou"] for r in rs]
+        out.append(
+            {
+                "scenario": scenario,
+                "model": model,
+                "seeds": len(rs),
+                "lr": rs[0]["lr"],
+                "test_iou_mean": means[model],
+                "test_iou_std": statistics.stdev(ious) if len(ious) > 1 else 0.0,
+                "test_iou_min": min(ious),
+                "test_iou_max": max(ious),
+                "val_iou_mean": statistics.fmean(r["val_iou"] for r in rs),
+                "ratio_to_baseline": means[model] / base if base == base and base > 0 else float("nan"),
+                "train_s_mean": statistics.fmean(r["train_s"] for r in rs),
+            }
+        )
+    return sorted(out, key=lambda r: -r["test_iou_mean"])
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [",".join(rows[0])] + [",".join(_cell(v) for v in row.values()) for row in rows]
+    write_text_atomic(path, "\n".join(lines) + "\n")
+
+
+def _cell(value: Any) -> str:
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
+def markdown(summary: list[dict[str, Any]], args: argparse.Namespace) -> str:
+    command = (
+        f"python benchmarks/accuracy.py --size {args.size} --frames {args.frames} --n-train {args.n_train} "
+        f"--n-val {args.n_val} --n-test {args.n_test} --epochs {args.epochs} --batch-size {args.batch_size} "
+        f"--lrs {args.lrs} --seeds {args.seeds} --data-seed {args.data_seed} --scenarios {args.scenarios} "
+        f"--models {args.models} --baseline {args.baseline} --max-floor-fraction {args.max_floor_fraction}"
+    )
+    lines = [f"Command: `{command}`", ""]
+    lines += [
+        f"| scenario | model | test IoU (mean ± sd, {len(args.seeds.split(','))} seeds) | min-max | ratio to "
+        f"{args.baseline} | lr (by val IoU) | train s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in summary:
+        lines.append(
+            f"| {r['scenario']} | `{r['model']}` | {r['test_iou_mean']:.3f} ± {r['test_iou_std']:.3f} | "
+            f"{r['test_iou_min']:.3f}-{r['test_iou_max']:.3f} | {r['ratio_to_baseline']:.3f} | {r['lr'] or '-'} | "
+            f"{r['train_s_mean']:.0f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def print_table(scenario: str, rows: list[dict[str, Any]], baseline: str) -> None:
+    print(f"\n{scenario}: test IoU on held-out cities, mean ± sd over seeds (ratio to {baseline}, same run)")
+    print(f"{'model':30s} {'IoU':>7s} {'sd':>6s} {'ratio':>7s} {'lr':>8s} {'train s':>8s}")
+    for r in rows:
+        lr = f"{r['lr']:g}" if isinstance(r["lr"], float) else "-"
+        print(
+            f"{r['model']:30s} {r['test_iou_mean']:7.3f} {r['test_iou_std']:6.3f} {r['ratio_to_baseline']:7.3f} "
+            f"{lr:>8s} {r['train_s_mean']:8.0f}"
+        )
 
 
 if __name__ == "__main__":

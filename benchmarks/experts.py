@@ -53,7 +53,7 @@ from tomoformer.data.format import open_dataset, write_dataset
 from tomoformer.experts.config import ExpertsConfig
 from tomoformer.experts.fit import run_experts_fit
 from tomoformer.experts.task import cluster_metrics, predict_with_clusters
-from tomoformer.io import write_text_atomic
+from tomoformer.io import write_marker, write_text_atomic
 from tomoformer.sim import STYLES, SimConfig, dataset_attrs, simulate_samples
 from tomoformer.tasks.inference import predict_probabilities
 from tomoformer.tasks.train import TrainConfig, run_training
@@ -179,6 +179,8 @@ def run_seed(args: argparse.Namespace, paths: dict[str, Path], seed: int) -> dic
         shutil.rmtree(folder, ignore_errors=True)
         shutil.copytree(stage / "experts", folder / "experts")
         shutil.copy(stage / "clusters.npz", folder / "clusters.npz")
+        # Mark the folder as an experts run of ours, so that fit --resume may continue it (tomoformer.outputs).
+        write_marker(folder, {"kind": "run", "command": "experts fit"})
         config = dataclasses.replace(
             base, out=str(folder), epochs=first, global_epochs=args.global_epochs, resume=True, **options
         )

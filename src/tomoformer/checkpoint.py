@@ -23,6 +23,12 @@ from tomoformer.errors import CheckpointError, TomoFormerError
 from tomoformer.io import atomic_path
 from tomoformer.models.registry import create_model
 
+# Bounds on what a checkpoint may ask us to build: model options are a few dozen small numbers, so anything far
+# larger is refused before a model is built from it (an option of 10**9 channels would allocate until killed).
+MAX_MODEL_KWARGS = 256
+MAX_HPARAMS_JSON = 64 * 1024
+MAX_OPTION_INT = 2**16
+
 
 @dataclass
 class LoadedModel:
@@ -44,23 +50,83 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     if path.suffix == ".safetensors":
-        return _read_safetensors(path)
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
+        checkpoint = _read_safetensors(path)
+    else:
+        try:
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:
+            raise refusal(path, err) from None
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
+        raise CheckpointError(f"{path}: not a TomoFormer checkpoint (no 'state_dict')")
+    hparams = checkpoint.get("hyper_parameters")
+    if not isinstance(hparams, dict) or "model" not in hparams:
+        raise CheckpointError(f"{path}: checkpoint does not name its model (no hyper_parameters.model)")
+    check_hparams(path, hparams)
+    bad = next(
+        (k for k, v in checkpoint["state_dict"].items() if not isinstance(k, str) or not torch.is_tensor(v)), None
+    )
+    if bad is not None:
+        raise CheckpointError(f"{path}: state_dict entry {str(bad)[:80]!r} is not a named tensor")
+    return checkpoint
+
+
+def refusal(path: str | os.PathLike[str], err: BaseException) -> CheckpointError:
+    """The one-line error for a checkpoint ``torch.load(weights_only=True)`` could not read (``err``): a pickled
+    object is refused (never with advice to load it unsafely), anything else is unreadable."""
+    if isinstance(err, pickle.UnpicklingError):
         found = re.search(r"GLOBAL (\S+)", str(err))
         if found:
-            raise CheckpointError(
+            return CheckpointError(
                 f"{path}: refused: the file carries a pickled Python object ({found.group(1)}) that could run code"
-            ) from None
-        raise CheckpointError(f"{path}: not a readable checkpoint (corrupt or not a torch file)") from None
-    except Exception as err:
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(err).__name__})") from None
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise CheckpointError(f"{path}: not a TomoFormer checkpoint (no 'state_dict')")
-    if "model" not in checkpoint.get("hyper_parameters", {}):
-        raise CheckpointError(f"{path}: checkpoint does not name its model (no hyper_parameters.model)")
-    return checkpoint
+            )
+        return CheckpointError(f"{path}: not a readable checkpoint (corrupt or not a torch file)")
+    if isinstance(err, CheckpointError):
+        return err
+    return CheckpointError(f"{path}: not a readable checkpoint ({type(err).__name__})")
+
+
+def check_hparams(path: str | os.PathLike[str], hparams: dict[str, Any]) -> None:
+    """Refuse malformed or oversized ``hyper_parameters`` with one line: ``model`` a name, ``model_kwargs`` and
+    ``data_attrs`` mappings, all of it small plain JSON, option names identifiers and numbers bounded."""
+    if not isinstance(hparams.get("model"), str) or not hparams["model"]:
+        raise CheckpointError(f"{path}: hyper_parameters.model is {hparams.get('model')!r}, not a model name")
+    for key in ("model_kwargs", "data_attrs"):
+        if hparams.get(key) is not None and not isinstance(hparams[key], dict):
+            raise CheckpointError(f"{path}: hyper_parameters.{key} is a {type(hparams[key]).__name__}, not a mapping")
+    try:
+        size = len(json.dumps(hparams, allow_nan=True, default=_not_json))
+    except (TypeError, ValueError, RecursionError) as err:
+        raise CheckpointError(f"{path}: hyper_parameters hold a value that is not plain data ({err})") from None
+    if size > MAX_HPARAMS_JSON:
+        raise CheckpointError(f"{path}: hyper_parameters take {size:,} bytes (at most {MAX_HPARAMS_JSON:,}), refused")
+    kwargs = hparams.get("model_kwargs") or {}
+    if len(kwargs) > MAX_MODEL_KWARGS:
+        raise CheckpointError(f"{path}: {len(kwargs)} model options (at most {MAX_MODEL_KWARGS}), refused")
+    for name, value in kwargs.items():
+        if not isinstance(name, str) or not name.isidentifier():
+            raise CheckpointError(f"{path}: model option {str(name)[:40]!r} is not an option name")
+        for number in _numbers(value):
+            if isinstance(number, int) and abs(number) > MAX_OPTION_INT:
+                raise CheckpointError(
+                    f"{path}: model option {name} = {number} is out of range (|value| <= {MAX_OPTION_INT})"
+                )
+
+
+def _not_json(value: Any) -> Any:
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+def _numbers(value: Any) -> list[int | float]:
+    """The numbers inside a JSON-like value (bools excluded)."""
+    if isinstance(value, bool):
+        return []
+    if isinstance(value, int | float):
+        return [value]
+    if isinstance(value, dict):
+        return [n for v in value.values() for n in _numbers(v)]
+    if isinstance(value, list | tuple):
+        return [n for v in value for n in _numbers(v)]
+    return []
 
 
 def build_with_weights(
@@ -72,6 +138,10 @@ def build_with_weights(
         model = build()
     except TomoFormerError as err:
         raise CheckpointError(f"{path}: {err}") from None
+    except (MemoryError, RuntimeError, TypeError, ValueError, AttributeError, KeyError, IndexError) as err:
+        # The options come from the file: any failure to build from them is the file's fault, not a bug of ours.
+        detail = str(err).splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"{path}: its model options do not build model {name!r} ({detail})") from None
     state = {k.removeprefix("model."): v for k, v in state_dict.items() if k.startswith("model.")}
     try:
         model.load_state_dict(state, strict=True)
@@ -123,4 +193,10 @@ def _read_safetensors(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: not a readable safetensors file ({type(err).__name__})") from None
     if "tomoformer" not in metadata:
         raise CheckpointError(f"{path}: safetensors file has no 'tomoformer' metadata naming its model")
-    return {"state_dict": state, "hyper_parameters": json.loads(metadata["tomoformer"])}
+    if len(metadata["tomoformer"]) > MAX_HPARAMS_JSON:
+        raise CheckpointError(f"{path}: 'tomoformer' metadata larger than {MAX_HPARAMS_JSON:,} bytes, refused")
+    try:
+        hparams = json.loads(metadata["tomoformer"])
+    except (ValueError, RecursionError):
+        raise CheckpointError(f"{path}: 'tomoformer' metadata is not valid JSON") from None
+    return {"state_dict": state, "hyper_parameters": hparams}

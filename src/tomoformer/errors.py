@@ -19,3 +19,11 @@ class CheckpointError(TomoFormerError):
 
 class ConfigError(TomoFormerError):
     """A configuration file or option is invalid."""
+
+
+class OutputError(TomoFormerError):
+    """An output path cannot be written without risking files we did not create (exists, is an input, locked)."""
+
+
+class NumericsError(TomoFormerError):
+    """Training diverged (a non-finite loss or weights) or a model gave non-finite outputs; nothing was saved."""

@@ -67,5 +67,5 @@ def test_show_writes_png_and_checks_index(dataset: Path, tmp_path: Path, capsys:
     out = tmp_path / "fig.png"
     assert main(["data", "show", str(dataset), "--index", "2", "--out", str(out)]) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert main(["data", "show", str(dataset), "--index", "7", "--out", str(out)]) == 2
+    assert main(["data", "show", str(dataset), "--index", "7", "--out", str(out), "--overwrite"]) == 2
     assert "out of range" in capsys.readouterr().err

@@ -80,9 +80,14 @@ def test_config_file_and_bad_options(tmp_path: Path, capsys: pytest.CaptureFixtu
         ["simulate", "--config", str(config), "--out", str(tmp_path / "x.zarr"), "--n", "2"],
         ["simulate", "--out", str(tmp_path / "x.zarr"), "--n", "2", "--style", "lunar"],
         ["simulate", "--out", str(tmp_path / "x.txt"), "--n", "2"],
-        ["simulate", "--out", str(tmp_path / "x.zarr"), "--n", "0"],
     ):
         assert main(argv) == 2, argv
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("tomoformer: error:"), err
+    # Option values are checked by argparse itself: the same one line and exit 2, before anything runs.
+    with pytest.raises(SystemExit) as exit_info:
+        main(["simulate", "--out", str(tmp_path / "x.zarr"), "--n", "0"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "error: argument --n" in err[0], err
     assert not (tmp_path / "x.zarr").exists()

@@ -27,13 +27,19 @@ def valid_arrays(draw: st.DrawFn) -> dict[str, np.ndarray]:
     h, w = draw(st.sampled_from([(h, w), (1, w), (h, 1), (1, 1)]))
     rng = np.random.default_rng(draw(st.integers(0, 2**16)))
     dtype = draw(st.sampled_from([np.float16, np.float32]))
-    signals = rng.uniform(-999, 999, (n, t, h, w)).astype(dtype)
-    signals[rng.random(signals.shape) < draw(st.sampled_from([0.0, 0.3, 1.0]))] = np.nan
+    # Anywhere in the plausible dB range, with NaN holes; at least one measured cell (an all-NaN set is invalid).
+    signals = rng.uniform(-299, 99, (n, t, h, w)).astype(dtype)
+    signals[rng.random(signals.shape) < draw(st.sampled_from([0.0, 0.3, 0.95]))] = np.nan
+    signals.flat[rng.integers(signals.size)] = rng.uniform(-299, 99)
     arrays = {"signals": signals}
     if draw(st.booleans()):
         arrays["buildings"] = (rng.random((n, h, w)) > 0.5).astype(draw(st.sampled_from([np.uint8, np.float32])))
     if draw(st.booleans()):
-        tx = rng.uniform(-50, 50, (n, t, 3)).astype(np.float32)
+        # Rows and columns up to 10 grid sizes outside the grid, heights 0..10 km (the plausible ranges).
+        size = max(h, w)
+        rows = rng.uniform(-10 * size, h + 10 * size, (n, t, 1))
+        cols = rng.uniform(-10 * size, w + 10 * size, (n, t, 1))
+        tx = np.concatenate([rows, cols, rng.uniform(0, 10_000, (n, t, 1))], -1).astype(np.float32)
         tx[rng.random((n, t)) < 0.3] = np.nan
         arrays["tx_pos"] = tx
     if draw(st.booleans()):
@@ -84,6 +90,22 @@ def _break(arrays: dict[str, np.ndarray], how: str, rng: np.random.Generator) ->
         a["group"] = np.zeros((n + 1,), np.int16)
     elif how == "group_float":
         a["group"] = np.zeros((n,), np.float32)
+    elif how == "signals_implausible":
+        s = s.astype(np.float32)
+        s.flat[rng.integers(s.size)] = rng.choice([100.5, 150.0, -300.5, -900.0])
+        a["signals"] = s
+    elif how == "signals_all_nan":
+        a["signals"] = np.full_like(s, np.nan)
+    elif how == "tx_far":
+        tx = np.zeros((n, t, 3), np.float32)
+        tx[rng.integers(n), rng.integers(t), rng.integers(2)] = rng.choice([-1, 1]) * (11 * max(h, w) + 2)
+        a["tx_pos"] = tx
+    elif how == "tx_height":
+        tx = np.zeros((n, t, 3), np.float32)
+        tx[rng.integers(n), rng.integers(t), 2] = rng.choice([-1.0, 1e4 + 1, 1e30])
+        a["tx_pos"] = tx
+    elif how == "group_negative":
+        a["group"] = -rng.integers(1, 5, n).astype(np.int16)
     elif how == "no_signals":
         del a["signals"]
         a["buildings"] = np.zeros((n, h, w), np.uint8)
@@ -106,6 +128,11 @@ DEFECTS = [
     "group_shape",
     "group_float",
     "no_signals",
+    "signals_implausible",
+    "signals_all_nan",
+    "tx_far",
+    "tx_height",
+    "group_negative",
 ]
 
 

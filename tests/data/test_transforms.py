@@ -146,3 +146,25 @@ def test_random_floor_drops_the_weakest_cells() -> None:
         random_floor(signals, 1.0)
     out = Augment(d4=False, floor_fraction=(0.5, 0.5))({"signals": signals.clone()})["signals"]
     assert int(torch.isfinite(out).sum()) == 20  # the median, -80, stays
+
+
+def test_augment_keeps_non_square_grids_and_uses_every_flip() -> None:
+    """On H != W only the four shape-keeping symmetries are drawn (a quarter turn would swap H and W and break
+    batching); all four occur, and the markers still sit where tx_pos says."""
+    signals, buildings, tx = _marker_sample(4, 7)
+    augment = Augment(d4=True, generator=torch.Generator().manual_seed(0))
+    seen = set()
+    for _ in range(40):
+        out = augment({"signals": signals, "buildings": buildings, "tx_pos": tx})
+        assert tuple(out["signals"].shape[-2:]) == (4, 7) and tuple(out["buildings"].shape) == (4, 7)
+        seen.add(tuple(out["tx_pos"][0, :2].tolist()))
+        r, c = (int(v) for v in out["tx_pos"][0, :2])
+        assert out["buildings"][r, c] == 1
+    assert len(seen) == 4  # identity, left-right mirror, up-down mirror, half turn of frame 0's transmitter
+
+
+def test_augment_on_square_grids_still_draws_quarter_turns() -> None:
+    signals = torch.arange(25.0).reshape(1, 5, 5)  # no symmetry: each of the 8 elements gives another grid
+    augment = Augment(d4=True, generator=torch.Generator().manual_seed(0))
+    grids = {tuple(augment({"signals": signals})["signals"].flatten().tolist()) for _ in range(80)}
+    assert len(grids) == 8

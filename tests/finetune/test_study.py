@@ -9,6 +9,7 @@ import pytest
 
 from tomoformer.cli import main
 from tomoformer.finetune.study import StudyRow, run_study, write_results
+from tomoformer.io import write_marker
 from tomoformer.tasks.train import TrainConfig
 
 TINY = {"embed_dim": 32, "depth": 1, "num_heads": 2, "patch_size": 4}
@@ -55,7 +56,7 @@ def test_study_resume_skips_done_runs_and_rejects_bad_input(
     pretrained: Path, toy_dataset: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "study"
-    out.mkdir()
+    write_marker(out, {"kind": "folder"})  # a study folder of ours (tomoformer.outputs)
     done = [StudyRow(0, "none", 0.25, 0, 100, 0.5), StudyRow(4, "head", 0.5, 10, 100, 1.0)]
     write_results(done, out / "results.csv")
     config = TrainConfig(max_epochs=1, batch_size=4, accelerator="cpu", progress=False)
@@ -63,6 +64,6 @@ def test_study_resume_skips_done_runs_and_rejects_bad_input(
     assert [(r.size, r.policy, r.val_iou) for r in rows] == [(0, "none", 0.25), (4, "head", 0.5)]
     assert not (out / "runs").exists()
     assert (out / "summary.md").exists() and (out / "iou_vs_size.png").exists()
-    common = ["finetune-study", "--from", str(pretrained), "--data", str(toy_dataset), "--out", str(out)]
+    common = ["finetune-study", "--from", str(pretrained), "--data", str(toy_dataset), "--out", str(out), "--resume"]
     for sizes, policy in (("100", "head"), ("4", "freeze:9")):  # a size beyond the data; K beyond the depth
         assert main([*common, "--sizes", sizes, "--policies", policy]) == 2

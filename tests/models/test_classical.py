@@ -1,8 +1,13 @@
+from pathlib import Path
+from typing import Any
+
+import numpy as np
 import pytest
 import torch
 
-from tomoformer.errors import DataError
-from tomoformer.models.classical import RTIModel, ThresholdModel
+from tomoformer.checkpoint import load_checkpoint, save_checkpoint
+from tomoformer.errors import ConfigError, DataError
+from tomoformer.models.classical import RTIModel, ThresholdModel, fill_from_neighbours
 
 
 def _iou(logits: torch.Tensor, target: torch.Tensor) -> float:
@@ -96,3 +101,98 @@ def test_rti_handles_nan_and_unknown_tx() -> None:
     out = RTIModel()(signals, tx)
     assert out.shape == (1, 9, 7) and torch.isfinite(out).all()
     assert torch.isfinite(RTIModel()(signals, torch.full_like(tx, float("nan")))).all()
+
+
+def test_fill_from_neighbours_fills_only_missing_cells() -> None:
+    signals = torch.full((1, 1, 7, 7), float("nan"))
+    signals[0, 0, 0, 0], signals[0, 0, 0, 2] = -50.0, -70.0
+    filled = fill_from_neighbours(signals, radius=1)
+    assert filled[0, 0, 0, 0] == -50 and filled[0, 0, 0, 2] == -70  # measured cells unchanged
+    assert filled[0, 0, 0, 1] == -60 and filled[0, 0, 1, 1] == -60  # mean of the measured cells in the window
+    assert filled[0, 0, 1, 0] == -50
+    assert torch.isnan(filled[0, 0, 4, 4])  # no measured cell within the radius
+
+
+def test_threshold_neighbour_fill_helps_on_sparse_data() -> None:
+    gen = torch.Generator().manual_seed(0)
+    batches = [_threshold_batch(gen) for _ in range(4)]
+    for batch in batches:  # keep 25 % of the cells of every frame
+        batch["signals"][torch.rand(batch["signals"].shape, generator=gen) > 0.25] = float("nan")
+    fit, test = batches[:3], batches[3]
+    plain, filled = ThresholdModel(), ThresholdModel(fill="neighbours", fill_radius=1)
+    plain.fit(fit)
+    filled.fit(fit)
+    iou_plain = _iou(plain(test["signals"]), test["buildings"])
+    iou_filled = _iou(filled(test["signals"]), test["buildings"])
+    assert iou_filled > iou_plain + 0.05, (iou_plain, iou_filled)  # measured: 0.63 -> 0.73
+    assert "fill=neighbours" in filled.describe() and "fill" not in plain.describe()
+    with pytest.raises(ConfigError, match="fill"):
+        ThresholdModel(fill="nearest")
+
+
+class _AlphaProbe(RTIModel):
+    """An RTI whose image is the truth plus noise that grows with |log10(alpha) - log10(best)|."""
+
+    best = 0.01
+
+    def _solve(self, Wm, y, alpha, H, W):
+        rng = np.random.default_rng(0)
+        noise = rng.normal(size=H * W) * abs(np.log10(alpha) - np.log10(self.best))
+        return self.truth + noise
+
+
+def _probe(**kwargs: Any) -> tuple[_AlphaProbe, list[dict[str, torch.Tensor]]]:
+    gen = torch.Generator().manual_seed(0)
+    batch = _block_problem(gen, B=1)
+    model = _AlphaProbe(max_links=500, ellipse_grid=(0.5,), links_grid=(500,), **kwargs)
+    model.truth = batch["buildings"].flatten().double().numpy()
+    return model, [batch]
+
+
+def test_rti_extends_alpha_grid_past_its_edge() -> None:
+    model, batches = _probe(alpha_grid=(1.0, 10.0, 100.0), max_extensions=3)
+    model.fit(batches)
+    assert float(model.alpha) == pytest.approx(0.01) and not bool(model.alpha_on_edge)
+    assert float(model.fit_iou) == 1.0 and "edge" not in model.describe()
+
+
+def test_rti_reports_alpha_still_on_edge() -> None:
+    model, batches = _probe(alpha_grid=(1.0, 10.0, 100.0), max_extensions=1)
+    model.fit(batches)
+    assert float(model.alpha) == pytest.approx(0.1) and bool(model.alpha_on_edge)
+    assert "still on the edge" in model.describe()
+
+
+def test_rti_chosen_values_travel_in_the_checkpoint(tmp_path: Path) -> None:
+    gen = torch.Generator().manual_seed(0)
+    model = RTIModel(
+        max_links=500, iter_lim=50, alpha_grid=(1.0, 10.0), ellipse_grid=(0.5, 2.0), links_grid=(300, 1500)
+    )
+    model.fit([_block_problem(gen)])
+    assert float(model.ellipse_excess) in (0.5, 2.0) and int(model.max_links) in (300, 1500)
+    path = save_checkpoint(tmp_path / "rti.ckpt", model, {"model": "rti", "model_kwargs": {"iter_lim": 50}})
+    loaded = load_checkpoint(path).model
+    for name in ("alpha", "ellipse_excess", "max_links", "threshold", "alpha_on_edge"):
+        assert torch.equal(getattr(loaded, name), getattr(model, name)), name
+    test = _block_problem(gen, B=1)
+    torch.testing.assert_close(loaded(test["signals"], test["tx_pos"]), model(test["signals"], test["tx_pos"]))
+    assert "links per sample" in model.describe()
+
+
+def test_training_fits_classical_models_on_unaugmented_training_split(toy_dataset: Path, tmp_path: Path) -> None:
+    from tomoformer.data.datamodule import AugmentOptions, SignalMapDataset, collate, split_indices
+    from tomoformer.data.format import open_dataset
+    from tomoformer.tasks.train import TrainConfig, run_training
+
+    # Heavy augmentation: had the fit seen augmented batches, it would have chosen another rule or threshold.
+    augment = AugmentOptions(min_keep_fraction=0.2, max_floor_fraction=0.9)
+    config = TrainConfig(
+        data=str(toy_dataset), out=str(tmp_path / "run"), model="threshold", augment=augment, progress=False
+    )
+    fitted = load_checkpoint(run_training(config).best_checkpoint).model
+    train_idx, _ = split_indices(16, config.val_fraction, config.seed)
+    expected = ThresholdModel()
+    with open_dataset(toy_dataset) as source:
+        expected.fit([collate([SignalMapDataset(source, train_idx)[i] for i in range(len(train_idx))])])
+    for name in ("mode", "feature", "threshold", "fit_iou"):
+        torch.testing.assert_close(getattr(fitted, name), getattr(expected, name), msg=name)

@@ -9,7 +9,8 @@ TINY = {
     "tomoformer_small": dict(embed_dim=32, depth=1, num_heads=2, decoder_embed_dim=32, decoder_heads=2),
     "tomoformer_base": dict(embed_dim=32, depth=1, num_heads=2, decoder_embed_dim=32, decoder_heads=2),
     "unet": dict(base_channels=8),
-    "seednet": dict(d_model=32, num_heads=2),
+    "seednet": dict(d_model=32, num_heads=2, dim_feedforward=64, img_size=16),
+    "seednet_small": dict(img_size=16),
 }
 
 

@@ -23,10 +23,19 @@ from tomoformer.sim.cities import outdoor_component
 from tomoformer.sim.polar import resample_to_grid
 
 C = 299_792_458.0
+# The physics before it was randomised: fixed values, roofs cost as walls, no canyon light.
+FIXED = dict(
+    wall_loss_db=12.0,
+    indoor_loss_db_per_m=0.6,
+    roof_loss_db=None,
+    canyon_probability=0.0,
+    shadowing_std_db=4.0,
+    noise_std_db=1.0,
+)
 
 
 def _gain(heights: np.ndarray, tx: tuple[float, float, float], **kw) -> np.ndarray:
-    cfg = SimConfig(**kw)
+    cfg = SimConfig(**{**FIXED, **kw})
     h = torch.as_tensor(heights, dtype=torch.float32)[None]
     return path_gain_db(h, torch.tensor([[tx]], dtype=torch.float32), cfg)[0, 0].numpy()
 
@@ -201,7 +210,7 @@ def test_path_gain_does_not_depend_on_which_frames_share_a_chunk():
     rng = np.random.default_rng(3)
     heights = torch.as_tensor(make_city("dense", 24, rng, 2.0))[None]
     tx = torch.tensor([[[1.2, 2.0, 9.0], [12.0, 11.6, 25.0], [-6.0, 30.0, 4.0], [23.0, 0.4, 1.0]]])
-    cfg = SimConfig(size=24)
+    cfg = SimConfig(size=24, **{**FIXED, "roof_loss_db": 3.0, "roof_opaque_probability": 0.0})  # roofs: see the kernels
     together = path_gain_db(heights, tx, cfg)
     for t in range(tx.shape[1]):
         alone = path_gain_db(heights, tx[:, t : t + 1], cfg)

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from tomoformer.tasks.mapping import MappingTask
-from tomoformer.tasks.train import TrainConfig, datamodule_for, fit_task, start_run, task_options
+from tomoformer.tasks.train import TrainConfig, datamodule_for, fit_task, open_run, task_options
 
 
 class RecordingTask(MappingTask):
@@ -49,10 +49,11 @@ def main(data: str, out: str, max_epochs: str, resume: str, on_device: str = "0"
         resume=resume == "1",
         data_on_device=on_device == "1",
     )
-    run = start_run(config)
-    datamodule = datamodule_for(config)
-    task = RecordingTask(**task_options(config, datamodule.attrs))
-    fit_task(task, datamodule, config, run)
+    # Rank 0 claims the run folder (and its lock); the relaunched rank 1 only trains (tomoformer.outputs).
+    with open_run(config) as run:
+        datamodule = datamodule_for(config)
+        task = RecordingTask(**task_options(config, datamodule.attrs))
+        fit_task(task, datamodule, config, run.begin())
 
 
 if __name__ == "__main__":

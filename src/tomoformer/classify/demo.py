@@ -103,7 +103,8 @@ def run_demo(options: DemoOptions) -> list[DemoRow]:
         apply_policy(create_classifier(options.model, probe_kwargs), policy)
     paths = write_demo_data(out / "data", options)
     common = {"batch_size": options.batch_size, "lr": options.lr, "seed": options.seed, "progress": options.progress}
-    common |= {"accelerator": "cpu"}
+    # The runs live inside the demo folder, which the caller claimed (tomoformer.outputs): replace earlier ones.
+    common |= {"accelerator": "cpu", "overwrite": True}
     print(f"pretraining {options.model} on {options.pretrain_size} generated stroke images ({len(SHAPES)} shapes)")
     pre = run_classify(
         ClassifyConfig(

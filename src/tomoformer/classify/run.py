@@ -34,7 +34,7 @@ from tomoformer.classify.models import (
 from tomoformer.classify.task import TASK_NAME, ClassifyTask
 from tomoformer.errors import ConfigError
 from tomoformer.finetune.policies import count_parameters, merge_lora, parse_policy
-from tomoformer.tasks.train import TrainConfig, fit_task, start_run
+from tomoformer.tasks.train import TrainConfig, fit_task, open_run
 
 # Keyword arguments resolved from the data: never copied from a checkpoint into a model for other data.
 _DATA_KWARGS = ("num_classes", "in_chans", "img_size")
@@ -67,6 +67,7 @@ class ClassifyConfig:
     devices: int | str = 1
     precision: str | None = None
     progress: bool = True
+    overwrite: bool = False
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> ClassifyConfig:
@@ -98,6 +99,7 @@ class ClassifyConfig:
             devices=self.devices,
             precision=self.precision,
             progress=self.progress,
+            overwrite=self.overwrite,
         )
 
 
@@ -146,42 +148,50 @@ def run_classify(config: ClassifyConfig, source: str | Path | None = None) -> Cl
         "init": origin,
         "class_names": train.class_names,
     }
-    out = start_run(config.train_config(name, kwargs), record)  # seeds everything before the model is built
-    task = ClassifyTask(
-        name,
-        kwargs,
-        train.class_names,
-        policy=str(policy),
-        lr=config.lr,
-        weight_decay=config.weight_decay,
-        warmup_fraction=config.warmup_fraction,
-        label_smoothing=config.label_smoothing,
-    )
-    if loaded is not None:
-        fresh = load_weights(task.model, loaded.state_dict, str(source))
-    elif config.weights:
-        fresh = load_weights(task.model, read_weights_file(config.weights), config.weights)
-    elif config.pretrained:
-        task.model.load_state_dict(create_classifier(name, kwargs, pretrained=True).state_dict())
-        fresh = []
-    else:
-        fresh = []
-    if fresh:
-        print(f"new classifier head for {len(train.class_names)} classes ({', '.join(fresh)} freshly initialised)")
-    task.apply_policy()
-    trainable, total = count_parameters(task.model)
-    print(f"policy {policy}: {trainable:,} trainable of {total:,} parameters ({100 * trainable / total:.1f}%)")
-    datamodule = ImageDataModule(train, val, config.batch_size, config.seed)
-    result = fit_task(task, datamodule, config.train_config(name, kwargs), out, start, monitor=("val_acc", "max"))
-    top1 = math.nan
-    if rank_zero_only.rank == 0:  # one writer under DDP
-        # Lightning 2.6 rewrites last.ckpt only in epochs that also improve best.ckpt: write the final weights.
-        hparams = {**task.hparams, "task": TASK_NAME}
-        save_checkpoint(out / "checkpoints" / "last.ckpt", merge_lora(copy.deepcopy(task.model)), hparams)
-        scores = evaluate_checkpoint(result.best_checkpoint, val, out, "validation images", name="val_metrics.json")
-        top1 = float(scores["top1"])
+    inputs = (str(source) if source else None, config.weights)
+    # open_run seeds everything before the model is built.
+    with open_run(config.train_config(name, kwargs), record, command="classify", inputs=inputs) as run:
+        task = ClassifyTask(
+            name,
+            kwargs,
+            train.class_names,
+            policy=str(policy),
+            lr=config.lr,
+            weight_decay=config.weight_decay,
+            warmup_fraction=config.warmup_fraction,
+            label_smoothing=config.label_smoothing,
+        )
+        if loaded is not None:
+            fresh = load_weights(task.model, loaded.state_dict, str(source))
+        elif config.weights:
+            fresh = load_weights(task.model, read_weights_file(config.weights), config.weights)
+        elif config.pretrained:
+            task.model.load_state_dict(create_classifier(name, kwargs, pretrained=True).state_dict())
+            fresh = []
+        else:
+            fresh = []
+        if fresh:
+            print(f"new classifier head for {len(train.class_names)} classes ({', '.join(fresh)} freshly initialised)")
+        task.apply_policy()
+        trainable, total = count_parameters(task.model)
+        print(f"policy {policy}: {trainable:,} trainable of {total:,} parameters ({100 * trainable / total:.1f}%)")
+        datamodule = ImageDataModule(train, val, config.batch_size, config.seed)
+        result = fit_task(
+            task, datamodule, config.train_config(name, kwargs), run.begin(), start, monitor=("val_acc", "max")
+        )
+        top1 = math.nan
+        if rank_zero_only.rank == 0:  # one writer under DDP
+            # Lightning 2.6 rewrites last.ckpt only in epochs that also improve best.ckpt: write the final weights.
+            hparams = {**task.hparams, "task": TASK_NAME}
+            last = run.path / "checkpoints" / "last.ckpt"
+            save_checkpoint(last, merge_lora(copy.deepcopy(task.model)), hparams)
+            scores = evaluate_checkpoint(
+                result.best_checkpoint, val, run.path, "validation images", name="val_metrics.json"
+            )
+            top1 = float(scores["top1"])
+        run.finish(metrics=result.metrics, val_top1=top1)
     return ClassifyResult(
-        out=out,
+        out=run.path,
         best_checkpoint=result.best_checkpoint,
         val_top1=top1,
         metrics=result.metrics,

@@ -6,13 +6,24 @@ User errors (bad files, bad options) print one line and exit with code 2; nothin
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import os
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from typing import NoReturn
 
 from tomoformer.errors import TomoFormerError
 
 EXIT_USER_ERROR = 2
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (no usage block), like every other user error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
         experts_cmd,
         export_cmd,
         finetune_cmd,
+        geometry_cmd,
         pretrain_cmd,
         sim_cmd,
         simulate_cmd,
@@ -33,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
         train_cmd,
     )
 
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="tomoformer",
         description="See buildings through radio: building maps from sequences of signal-strength maps.",
     )
@@ -44,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
         simulate_cmd,
         sim_cmd,
         data_cmd,
+        geometry_cmd,
         train_cmd,
         pretrain_cmd,
         finetune_cmd,
@@ -55,7 +68,44 @@ def build_parser() -> argparse.ArgumentParser:
         bench_cmd,
     ):
         module.register(commands)
+    _add_verbose(parser, top=True)
     return parser
+
+
+def _add_verbose(parser: argparse.ArgumentParser, top: bool = False) -> None:
+    """``--verbose`` on the main parser and, so that it also works after the command, on every subcommand
+    (there it defaults to SUPPRESS, so it never overrides a ``--verbose`` given before the command)."""
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        default=False if top else argparse.SUPPRESS,
+        help="also show third-party log lines and warnings (Lightning, PyTorch)",
+    )
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                _add_verbose(sub)
+
+
+@contextlib.contextmanager
+def quiet_console(verbose: bool) -> Iterator[None]:
+    """Hide third-party INFO/WARNING log lines (Lightning's banners, "GPU available", tips) and Python warnings
+    (deprecations, "does not have many workers") for the duration of a command, unless ``verbose``.
+
+    Our own output is printed, not logged, so it is unaffected; errors of any library still show. Both settings
+    are process-wide, so they are restored on exit (``main`` also runs inside tests and notebooks).
+    """
+    if verbose:
+        yield
+        return
+    previous = logging.root.manager.disable
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        logging.disable(logging.WARNING)
+        try:
+            yield
+        finally:
+            logging.disable(previous)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -63,7 +113,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        code = args.handler(args)
+        with quiet_console(args.verbose):
+            code = args.handler(args)
     except TomoFormerError as err:
         print(f"tomoformer: error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR

@@ -7,6 +7,8 @@ import argparse
 import dataclasses
 from typing import Any
 
+from tomoformer.cli.common import device_name, non_negative_int, positive_float, positive_int, seed_value
+
 # Without flags, a CUDA machine measures the issue's grid; a CPU one a small grid that finishes in < 1 min.
 GPU_DEFAULTS: dict[str, Any] = {
     "models": "tomoformer_tiny,tomoformer_small,tomoformer_base,unet,seednet",
@@ -35,12 +37,14 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     s = argparse.SUPPRESS
     p.add_argument("--models", default=s, help="comma-separated registry names (unet is always added as baseline)")
-    p.add_argument("--frames", type=int, nargs="+", default=s, help="values of T")
-    p.add_argument("--size", type=int, default=s, help="grid side H = W in cells")
-    p.add_argument("--batch-size", type=int, default=s)
-    p.add_argument("--steps", type=int, default=s, help="timed steps per measurement")
-    p.add_argument("--warmup", type=int, default=s, help="untimed steps first (allocations, autotuning, compile)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--frames", type=positive_int, nargs="+", default=s, help="values of T")
+    p.add_argument("--size", type=positive_int, default=s, help="grid side H = W in cells")
+    p.add_argument("--batch-size", type=positive_int, default=s)
+    p.add_argument("--steps", type=positive_int, default=s, help="timed steps per measurement")
+    p.add_argument(
+        "--warmup", type=non_negative_int, default=s, help="untimed steps first (allocations, autotuning, compile)"
+    )
+    p.add_argument("--device", type=device_name, default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--precision", default="auto", help="bf16 or 32 (default: bf16 on CUDA, 32 on CPU)")
     p.add_argument("--compile", action="store_true", help="torch.compile the models (timed after warm-up)")
     p.add_argument("--compile-backend", default="inductor", help=argparse.SUPPRESS)
@@ -52,17 +56,18 @@ def register(commands: argparse._SubParsersAction) -> None:
         action="store_true",
         help="CUDA: count host-device syncs in one MappingTask training step (sync debug mode)",
     )
-    p.add_argument("--peak-tflops", type=float, help="bf16 peak for the blocks' share (known GPUs: automatic)")
-    p.add_argument("--threads", type=int, help="torch intra-op threads (CPU figures are usually given at 1)")
+    p.add_argument("--peak-tflops", type=positive_float, help="bf16 peak for the blocks' share (known GPUs: automatic)")
+    p.add_argument("--threads", type=positive_int, help="torch intra-op threads (CPU figures are usually given at 1)")
     p.add_argument("--data", help="measure the data path too: a dataset (.zarr/.npz/.h5) or 'sim' (simulator)")
     p.add_argument(
         "--data-on-device",
         action="store_true",
         help="with --data: the store held in device memory, or the simulator run on the device",
     )
-    p.add_argument("--num-workers", type=int, default=0, help="with --data: loader worker processes")
+    p.add_argument("--num-workers", type=non_negative_int, default=0, help="with --data: loader worker processes")
     p.add_argument("--out", help="write every figure to this .csv or .json file")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    p.add_argument("--seed", type=seed_value, default=0)
     p.set_defaults(handler=run)
 
 
@@ -72,8 +77,7 @@ def run(args: argparse.Namespace) -> int:
     from tomoformer.errors import ConfigError
     from tomoformer.models.registry import list_models
     from tomoformer.perf.measure import resolve_device, resolve_precision
-    from tomoformer.perf.report import environment, format_table, write_results
-    from tomoformer.perf.throughput import BenchOptions, bf16_peak_tflops, run_benchmarks
+    from tomoformer.perf.throughput import BenchOptions
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -105,6 +109,17 @@ def run(args: argparse.Namespace) -> int:
         check_sync=args.check_sync,
         seed=args.seed,
     )
+    from tomoformer.outputs import claim_output
+
+    inputs = (args.data,) if args.data else ()
+    with claim_output(args.out, overwrite=args.overwrite, command="bench", inputs=inputs):
+        return _run(args, device, values, models, options)
+
+
+def _run(args: argparse.Namespace, device: Any, values: dict[str, Any], models: list[str], options: Any) -> int:
+    from tomoformer.perf.report import environment, format_table, write_results
+    from tomoformer.perf.throughput import bf16_peak_tflops, run_benchmarks
+
     meta = environment(device)
     print(
         f"bench on {meta['device_name']} ({device}, {meta['threads']} threads), precision {options.precision}"

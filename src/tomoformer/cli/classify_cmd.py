@@ -6,7 +6,18 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from tomoformer.cli.common import add_config_flag, parse_key_values, read_yaml
+from tomoformer.cli.common import (
+    add_config_flag,
+    add_overwrite_flag,
+    below_one,
+    int_at_least,
+    non_negative_float,
+    parse_key_values,
+    positive_int,
+    probability,
+    read_yaml,
+    seed_value,
+)
 from tomoformer.errors import ConfigError
 from tomoformer.finetune.policies import POLICY_HELP
 
@@ -17,18 +28,18 @@ _FLAGS: dict[str, tuple[Any, str]] = {
     "data": (str, _DATA_HELP),
     "val_data": (str, "validation images (default: a seeded --val-fraction of --data)"),
     "out": (str, "run folder (config.yaml, metrics.csv, checkpoints/, figures/)"),
-    "patch_size": (int, "ViT patch size (default: the model's, or smaller so that small images get a grid)"),
-    "image_size": (int, "resize folder images to N x N (default: they must all have one size)"),
+    "patch_size": (positive_int, "ViT patch size (default: the model's, or smaller so that small images get a grid)"),
+    "image_size": (positive_int, "resize folder images to N x N (default: they must all have one size)"),
     "weights": (str, "initial weights: a timm or Hugging Face .safetensors (or torch) file"),
-    "max_epochs": (int, "epochs (default 30)"),
-    "max_steps": (int, "optimiser steps; -1 = no limit (default)"),
-    "batch_size": (int, "images per step (default 64)"),
-    "lr": (float, "peak AdamW learning rate (default 1e-3)"),
-    "weight_decay": (float, "AdamW weight decay (default 0.05)"),
-    "warmup_fraction": (float, "fraction of the steps spent warming up (default 0.05)"),
-    "label_smoothing": (float, "cross-entropy label smoothing (default 0)"),
-    "val_fraction": (float, "share of --data held out without --val-data (default 0.2)"),
-    "seed": (int, "seed for the split, shuffling and initialisation (default 0)"),
+    "max_epochs": (int_at_least(-1), "epochs (default 30)"),
+    "max_steps": (int_at_least(-1), "optimiser steps; -1 = no limit (default)"),
+    "batch_size": (positive_int, "images per step (default 64)"),
+    "lr": (non_negative_float, "peak AdamW learning rate (default 1e-3)"),
+    "weight_decay": (non_negative_float, "AdamW weight decay (default 0.05)"),
+    "warmup_fraction": (probability, "fraction of the steps spent warming up (default 0.05)"),
+    "label_smoothing": (below_one, "cross-entropy label smoothing (default 0)"),
+    "val_fraction": (below_one, "share of --data held out without --val-data (default 0.2)"),
+    "seed": (seed_value, "seed for the split, shuffling and initialisation (default 0)"),
     "accelerator": (str, "auto, cpu or gpu (default auto)"),
     "devices": (str, "devices (default 1)"),
     "precision": (str, "e.g. 32-true, bf16-mixed (default: bf16-mixed on CUDA, else 32-true)"),
@@ -43,6 +54,7 @@ def _add_run_flags(p: argparse.ArgumentParser, *, model: bool) -> None:
         p.add_argument("--model-opt", dest="model_opts", action="append", metavar="KEY=VALUE", help="timm option")
     p.add_argument("--pretrained", action="store_true", default=_S, help="download timm's pretrained weights")
     p.add_argument("--no-progress", dest="progress", action="store_false", default=_S)
+    add_overwrite_flag(p, default=_S)
     add_config_flag(p)
 
 
@@ -64,19 +76,21 @@ def register(commands: argparse._SubParsersAction) -> None:
     e.add_argument("--checkpoint", required=True, metavar="CKPT")
     e.add_argument("--data", required=True, help=_DATA_HELP)
     e.add_argument("--out", required=True, help="folder for metrics.json and figures/confusion_matrix.png")
-    e.add_argument("--image-size", type=int, default=None, help="resize folder images to N x N")
-    e.add_argument("--batch-size", type=int, default=256)
+    e.add_argument("--image-size", type=positive_int, default=None, help="resize folder images to N x N")
+    e.add_argument("--batch-size", type=positive_int, default=256)
+    add_overwrite_flag(e)
     e.set_defaults(handler=run_evaluate)
 
     d = sub.add_parser("demo", help="offline: pretrain on generated strokes, fine-tune on digits per policy")
     d.add_argument("--out", default="runs/classify_demo")
     d.add_argument("--policies", default=None, help="comma-separated policies (default: all six)")
-    d.add_argument("--pretrain-size", type=int, default=None, help="generated pretraining images")
-    d.add_argument("--pretrain-epochs", type=int, default=None)
-    d.add_argument("--train-size", type=int, default=None, help="digits to fine-tune on")
-    d.add_argument("--finetune-epochs", type=int, default=None)
-    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--pretrain-size", type=positive_int, default=None, help="generated pretraining images")
+    d.add_argument("--pretrain-epochs", type=positive_int, default=None)
+    d.add_argument("--train-size", type=positive_int, default=None, help="digits to fine-tune on")
+    d.add_argument("--finetune-epochs", type=positive_int, default=None)
+    d.add_argument("--seed", type=seed_value, default=0)
     d.add_argument("--no-progress", dest="progress", action="store_false", default=True)
+    add_overwrite_flag(d)
     d.set_defaults(handler=run_demo)
 
 
@@ -87,7 +101,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
 
     values: dict[str, Any] = read_yaml(args.config) if getattr(args, "config", None) else {}
     _check_types(values, ClassifyConfig, "")  # `max_epochs: ten` fails here with one line
-    for name in (*_FLAGS, "model", "policy", "pretrained", "progress"):
+    for name in (*_FLAGS, "model", "policy", "pretrained", "progress", "overwrite"):
         if hasattr(args, name):
             values[name] = getattr(args, name)
     if "devices" in values and str(values["devices"]).isdigit():
@@ -140,11 +154,16 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from tomoformer.classify.data import load_images
     from tomoformer.classify.evaluate import evaluate_checkpoint
     from tomoformer.io import write_text_atomic
+    from tomoformer.outputs import claim_output
 
-    images = load_images(args.data, args.image_size)
-    metrics = evaluate_checkpoint(args.checkpoint, images, args.out, what=str(args.data), batch_size=args.batch_size)
-    record = {"checkpoint": str(args.checkpoint), "data": str(args.data), "image_size": args.image_size}
-    write_text_atomic(Path(args.out) / "config.yaml", yaml.safe_dump(record, sort_keys=False))
+    inputs = (args.data, args.checkpoint)
+    with claim_output(args.out, overwrite=args.overwrite, command="classify evaluate", inputs=inputs, folder=True):
+        images = load_images(args.data, args.image_size)
+        metrics = evaluate_checkpoint(
+            args.checkpoint, images, args.out, what=str(args.data), batch_size=args.batch_size
+        )
+        record = {"checkpoint": str(args.checkpoint), "data": str(args.data), "image_size": args.image_size}
+        write_text_atomic(Path(args.out) / "config.yaml", yaml.safe_dump(record, sort_keys=False))
     top5 = f", top-5 {metrics['top5']:.4f}" if "top5" in metrics else ""
     print(f"{metrics['n_images']} images: top-1 {metrics['top1']:.4f}{top5}")
     print(f"wrote {Path(args.out) / 'metrics.json'} and {Path(args.out) / 'figures' / 'confusion_matrix.png'}")
@@ -168,5 +187,8 @@ def run_demo(args: argparse.Namespace) -> int:
             setattr(options, key, value)
     if args.policies:
         options.policies = tuple(p.strip() for p in args.policies.split(",") if p.strip())
-    run_demo(options)
+    from tomoformer.outputs import claim_output
+
+    with claim_output(args.out, overwrite=args.overwrite, command="classify demo", folder=True):
+        run_demo(options)
     return 0

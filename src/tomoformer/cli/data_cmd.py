@@ -1,4 +1,4 @@
-"""``tomoformer data info|validate|convert|merge|show``: look at, check and convert dataset files."""
+"""``tomoformer data info|validate|convert|merge|show|morphology``: look at, check and convert dataset files."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from tomoformer.cli.common import add_overwrite_flag, non_negative_int
 from tomoformer.data.format import convert, info, open_dataset, validate
 from tomoformer.errors import DataError
 
@@ -19,26 +20,42 @@ def register(commands: argparse._SubParsersAction) -> None:
     q.add_argument("--json", action="store_true", help="print JSON instead of a table")
     q.set_defaults(handler=run_info)
 
-    q = sub.add_parser("validate", help="exit 0 if the dataset is valid, else list its problems and exit 2")
+    q = sub.add_parser(
+        "validate",
+        help="read every chunk (checksums, missing chunks) and check every value; exit 0 if valid, else list the "
+        "problems and exit 2",
+    )
     q.add_argument("path")
+    q.add_argument("--quick", action="store_true", help="check metadata, structure and chunk listing only")
     q.set_defaults(handler=run_validate)
 
     q = sub.add_parser("convert", help="convert between .zarr, .npz and .h5")
     q.add_argument("src")
     q.add_argument("dst")
     q.add_argument("--dtype", choices=["float16", "float32"], help="store signals in this dtype")
+    add_overwrite_flag(q)
     q.set_defaults(handler=run_convert)
 
     q = sub.add_parser("merge", help="concatenate datasets of the same T, H, W and cell size into one")
     q.add_argument("sources", nargs="+", help="two or more datasets, in order")
     q.add_argument("--out", required=True, help="merged dataset (.zarr, .npz, .h5)")
+    add_overwrite_flag(q)
     q.set_defaults(handler=run_merge)
 
     q = sub.add_parser("show", help="plot one sample: building map and a few signal frames")
     q.add_argument("path")
-    q.add_argument("--index", type=int, default=0)
+    q.add_argument("--index", type=non_negative_int, default=0)
     q.add_argument("--out", default="sample.png")
+    add_overwrite_flag(q)
     q.set_defaults(handler=run_show)
+
+    from tomoformer.cli import morphology_cmd
+
+    morphology_cmd.register(sub)  # data morphology
+
+    from tomoformer.cli import data_import_cmd
+
+    data_import_cmd.register(sub)  # data import radiomapseer
 
 
 def run_info(args: argparse.Namespace) -> int:
@@ -77,30 +94,50 @@ def run_info(args: argparse.Namespace) -> int:
 
 
 def run_validate(args: argparse.Namespace) -> int:
-    problems = validate(args.path)
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn("validate"), BarColumn(), DownloadColumn(), TimeRemainingColumn())  # bytes decoded
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("validate", total=None)
+        problems = validate(
+            args.path, quick=args.quick, progress=lambda done, total: bar.update(task, completed=done, total=total)
+        )
     if problems:
         for problem in problems:
             print(problem, file=sys.stderr)
         return 2
-    print(f"{args.path}: valid")
+    print(f"{args.path}: valid" + (" (metadata and chunk listing only: --quick)" if args.quick else ""))
     return 0
 
 
 def run_convert(args: argparse.Namespace) -> int:
-    out = convert(args.src, args.dst, dtype=args.dtype)
+    from tomoformer.outputs import claim_output
+
+    with claim_output(args.dst, overwrite=args.overwrite, command="data convert", inputs=(args.src,), option="dst"):
+        out = convert(args.src, args.dst, dtype=args.dtype)
     print(f"wrote {out}")
     return 0
 
 
 def run_merge(args: argparse.Namespace) -> int:
     from tomoformer.data.merge import merge_datasets
+    from tomoformer.outputs import claim_output
 
-    out, groups = merge_datasets(args.sources, args.out)
+    with claim_output(args.out, overwrite=args.overwrite, command="data merge", inputs=args.sources):
+        out, groups = merge_datasets(args.sources, args.out)
     print(f"wrote {out} ({len(args.sources)} datasets, groups {groups})")
     return 0
 
 
 def run_show(args: argparse.Namespace) -> int:
+    from tomoformer.outputs import claim_output
+
+    with claim_output(args.out, overwrite=args.overwrite, command="data show", inputs=(args.path,)):
+        return _show(args)
+
+
+def _show(args: argparse.Namespace) -> int:
     from tomoformer.evaluation.figures import sample_figure, save_figure
 
     with open_dataset(args.path) as dataset:

@@ -9,7 +9,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tomoformer.cli.common import add_overwrite_flag, positive_float, positive_int, seed_value
 from tomoformer.io import write_text_atomic
+from tomoformer.outputs import claim_output
 
 # Learned models and their epochs; fitted baselines need no epochs. Sized for ~5 minutes on 2 CPU cores.
 DEMO_MODELS: dict[str, int] = {"tomoformer_tiny": 20, "unet": 20, "seednet": 10}
@@ -19,22 +21,28 @@ DEMO_FITTED = ("threshold", "rti")
 def register(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("demo", help="simulate, train TomoFormer and the baselines on the CPU, compare them")
     p.add_argument("--out", default="runs/demo")
-    p.add_argument("--n-train", type=int, default=320)
-    p.add_argument("--n-test", type=int, default=64)
-    p.add_argument("--size", type=int, default=48, help="map size in cells (2 m each)")
-    p.add_argument("--frames", type=int, default=16)
-    p.add_argument("--epochs", type=float, default=1.0, help="scale every model's epoch budget")
+    p.add_argument("--n-train", type=positive_int, default=320)
+    p.add_argument("--n-test", type=positive_int, default=64)
+    p.add_argument("--size", type=positive_int, default=48, help="map size in cells (2 m each)")
+    p.add_argument("--frames", type=positive_int, default=16)
+    p.add_argument("--epochs", type=positive_float, default=1.0, help="scale every model's epoch budget")
     p.add_argument(
         "--models",
         default=",".join([*DEMO_MODELS, *DEMO_FITTED]),
         help="comma-separated subset of the demo models",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_value, default=0)
     p.add_argument("--no-progress", dest="progress", action="store_false")
+    add_overwrite_flag(p)
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    with claim_output(args.out, overwrite=args.overwrite, command="demo", folder=True):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from tomoformer.checkpoint import load_checkpoint
     from tomoformer.cli.simulate_cmd import simulate_dataset
     from tomoformer.errors import ConfigError
@@ -54,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     for split, n, seed in (("train", args.n_train, args.seed), ("test", args.n_test, args.seed + 10_000)):
         paths[split] = data / f"{split}.zarr"
         print(f"simulating {n} {split} samples ({args.frames} maps of {args.size}x{args.size} cells)")
-        simulate_dataset(paths[split], n=n, config=config, seed=seed, progress=args.progress)
+        simulate_dataset(paths[split], n=n, config=config, seed=seed, progress=args.progress, overwrite=args.overwrite)
 
     models = {}
     timings: dict[str, float] = {}
@@ -74,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
             accelerator="cpu",
             progress=args.progress,
+            overwrite=args.overwrite,
         )
         result = run_training(train)
         timings[name] = result.seconds

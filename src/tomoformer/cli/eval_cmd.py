@@ -9,7 +9,9 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
+from tomoformer.cli.common import add_overwrite_flag, device_name, non_negative_int, positive_int, probability
 from tomoformer.errors import ConfigError
+from tomoformer.outputs import check_not_input, claim_output
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -24,9 +26,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--fit-data", help="labelled data to fit --model models on (else their defaults are used)")
     p.add_argument("--data", required=True, help="labelled test dataset")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--figures", type=int, default=4, help="samples shown in the report")
+    p.add_argument("--batch-size", type=positive_int, default=8)
+    p.add_argument("--device", type=device_name, default="auto")
+    p.add_argument("--figures", type=non_negative_int, default=4, help="samples shown in the report")
+    add_overwrite_flag(p)
     p.set_defaults(handler=run_evaluate)
 
     q = commands.add_parser("predict", help="building probabilities and maps for every sample of a dataset")
@@ -35,10 +38,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     model.add_argument("--onnx", help="a file from `tomoformer export --format onnx` (runs with onnxruntime)")
     q.add_argument("--data", required=True, help="dataset; it needs no 'buildings' array")
     q.add_argument("--out", required=True, help="OUT.npz, OUT.h5 or OUT.zarr")
-    q.add_argument("--threshold", type=float, default=0.5)
+    q.add_argument("--threshold", type=probability, default=0.5)
     q.add_argument("--png", metavar="DIR", help="also write one picture per sample here")
-    q.add_argument("--batch-size", type=int, default=8)
-    q.add_argument("--device", default="auto")
+    q.add_argument("--batch-size", type=positive_int, default=8)
+    q.add_argument("--device", type=device_name, default="auto")
+    add_overwrite_flag(q)
     q.set_defaults(handler=run_predict)
 
 
@@ -90,22 +94,36 @@ def _fit_batches(path: str, batch_size: int = 8, limit: int = 64) -> list[dict]:
 def run_evaluate(args: argparse.Namespace) -> int:
     from tomoformer.tasks.evaluate import evaluate_models, print_table
 
-    models = load_models(args.checkpoint, args.model, args.fit_data)
-    results = evaluate_models(
-        models, args.data, args.out, batch_size=args.batch_size, device=args.device, n_figures=args.figures
-    )
+    inputs = (args.data, args.fit_data, *args.checkpoint)
+    with claim_output(args.out, overwrite=args.overwrite, command="evaluate", inputs=inputs, folder=True):
+        models = load_models(args.checkpoint, args.model, args.fit_data)
+        results = evaluate_models(
+            models, args.data, args.out, batch_size=args.batch_size, device=args.device, n_figures=args.figures
+        )
     print_table(results)
     print(f"wrote {Path(args.out) / 'metrics.json'} and {Path(args.out) / 'report.html'}")
     return 0
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from tomoformer.checkpoint import load_checkpoint
-    from tomoformer.data.datamodule import SignalMapDataset
-    from tomoformer.data.format import dataset_format, open_dataset, write_dataset
-    from tomoformer.tasks.inference import predict_probabilities
+    from tomoformer.data.format import dataset_format
 
     dataset_format(args.out)  # fail on a bad suffix before the work, not after
+    inputs = (args.data, args.checkpoint, args.onnx)
+    check_not_input(args.out, [*inputs, args.png])
+    with (
+        claim_output(args.out, overwrite=args.overwrite, command="predict", inputs=inputs),
+        claim_output(args.png, overwrite=args.overwrite, command="predict", inputs=inputs, option="--png", folder=True),
+    ):
+        return _predict(args)
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from tomoformer.checkpoint import load_checkpoint
+    from tomoformer.data.datamodule import SignalMapDataset
+    from tomoformer.data.format import open_dataset, write_dataset
+    from tomoformer.tasks.inference import check_finite_probabilities, predict_probabilities
+
     if args.onnx:
         from tomoformer.export import OnnxPredictor
 
@@ -118,6 +136,7 @@ def run_predict(args: argparse.Namespace) -> int:
         dataset = SignalMapDataset(source)
         if args.onnx:
             probabilities = predictor.predict_probabilities(dataset, batch_size=args.batch_size)
+            check_finite_probabilities(probabilities, dataset)
         else:
             probabilities = predict_probabilities(
                 loaded.model, dataset, batch_size=args.batch_size, device=args.device, progress=True

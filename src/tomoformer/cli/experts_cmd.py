@@ -6,8 +6,21 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from tomoformer.cli.common import add_config_flag, parse_key_values, read_yaml
+from tomoformer.cli.common import (
+    add_config_flag,
+    add_overwrite_flag,
+    below_one,
+    device_name,
+    non_negative_float,
+    non_negative_int,
+    parse_key_values,
+    positive_int,
+    probability,
+    read_yaml,
+    seed_value,
+)
 from tomoformer.errors import ConfigError
+from tomoformer.outputs import claim_output
 
 _S = argparse.SUPPRESS
 # Flag dest -> type, for flags that set an ExpertsConfig field of the same name.
@@ -18,18 +31,18 @@ _FIT_FLAGS: dict[str, tuple[Any, str]] = {
     "features": (str, "clustering features: stats or encoder"),
     "encoder_checkpoint": (str, "pretrained checkpoint whose pooled features are clustered (features: encoder)"),
     "clusterer": (str, "kmeans, dbscan or gmm"),
-    "k": (int, "number of clusters (default: silhouette for kmeans, BIC for gmm)"),
+    "k": (positive_int, "number of clusters (default: silhouette for kmeans, BIC for gmm)"),
     "partition": (str, "cluster (one expert per cluster) or region (one expert per map region)"),
     "combine": (str, "hard, soft, gate, fusion or attention"),
     "init_checkpoint": (str, "pretrained checkpoint the sub-models start from (expert model 'init' or same model)"),
     "policy": (str, "fine-tuning policy of pretrained sub-models: full, head, freeze:K, llrd:G, lora:R, lp-ft"),
-    "epochs": (int, "epochs per sub-model over its own samples"),
-    "global_epochs": (int, "epochs of end-to-end fine-tuning of the combined model (0 = none)"),
-    "global_lr": (float, "learning rate of the global stage"),
-    "batch_size": (int, "samples per step"),
-    "lr": (float, "learning rate of the sub-models"),
-    "val_fraction": (float, "share of --data held out when no --val-data is given"),
-    "seed": (int, "seed of the split, clustering, shuffling and initialisation"),
+    "epochs": (positive_int, "epochs per sub-model over its own samples"),
+    "global_epochs": (non_negative_int, "epochs of end-to-end fine-tuning of the combined model (0 = none)"),
+    "global_lr": (non_negative_float, "learning rate of the global stage"),
+    "batch_size": (positive_int, "samples per step"),
+    "lr": (non_negative_float, "learning rate of the sub-models"),
+    "val_fraction": (below_one, "share of --data held out when no --val-data is given"),
+    "seed": (seed_value, "seed of the split, clustering, shuffling and initialisation"),
     "accelerator": (str, "auto, cpu or gpu"),
 }
 
@@ -57,6 +70,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         fit.add_argument(f"--{flag}", dest=dest, action="store_true", default=_S, help=text)
         fit.add_argument(f"--no-{flag}", dest=dest, action="store_false", default=_S)
     fit.add_argument("--resume", action="store_true", default=_S, help="skip finished stages, continue the rest")
+    add_overwrite_flag(fit, default=_S)
     fit.add_argument("--no-progress", dest="progress", action="store_false", default=_S)
     add_config_flag(fit)
     fit.set_defaults(handler=run_fit)
@@ -66,14 +80,15 @@ def register(commands: argparse._SubParsersAction) -> None:
     for p in (ev, pr):
         p.add_argument("--checkpoint", help="experts model (default: OUT/model.ckpt of --config)")
         add_config_flag(p)
-        p.add_argument("--batch-size", type=int, default=8)
-        p.add_argument("--device", default="auto")
+        p.add_argument("--batch-size", type=positive_int, default=8)
+        p.add_argument("--device", type=device_name, default="auto")
+        add_overwrite_flag(p)
     ev.add_argument("--data", help="labelled dataset (default: val_data, else data, of --config)")
     ev.add_argument("--out", help="output folder (default: OUT/evaluate of --config)")
     ev.set_defaults(handler=run_evaluate)
     pr.add_argument("--data", required=True, help="dataset; it needs no 'buildings'")
     pr.add_argument("--out", required=True, help="OUT.npz, OUT.h5 or OUT.zarr")
-    pr.add_argument("--threshold", type=float, default=0.5)
+    pr.add_argument("--threshold", type=probability, default=0.5)
     pr.set_defaults(handler=run_predict)
 
 
@@ -82,7 +97,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
     from tomoformer.experts.config import ExpertsConfig
 
     values: dict[str, Any] = read_yaml(args.config) if getattr(args, "config", None) else {}
-    for name in (*_FIT_FLAGS, "film", "aux", "share_backbone", "resume", "progress"):
+    for name in (*_FIT_FLAGS, "film", "aux", "share_backbone", "resume", "overwrite", "progress"):
         if hasattr(args, name):
             values[name] = getattr(args, name)
     if getattr(args, "expert_models", None):
@@ -134,25 +149,35 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if not data:
         raise ConfigError("give --data (or a --config with data)")
     out = Path(args.out or Path(defaults.get("out", "runs/experts")) / "evaluate")
-    loaded = _load(args)
-    with open_dataset(data, require_buildings=True) as source:
-        scores = evaluate_into(
-            loaded.model, SignalMapDataset(source), out, args.batch_size, resolve_device(args.device)
-        )
+    inputs = (data, args.checkpoint)
+    with claim_output(out, overwrite=args.overwrite, command="experts evaluate", inputs=inputs, folder=True):
+        loaded = _load(args)
+        with open_dataset(data, require_buildings=True) as source:
+            scores = evaluate_into(
+                loaded.model, SignalMapDataset(source), out, args.batch_size, resolve_device(args.device)
+            )
     print(_summary(scores))
     print(f"wrote {out / 'metrics.csv'} and {out / 'metrics.json'}")
     return 0
 
 
 def run_predict(args: argparse.Namespace) -> int:
+    from tomoformer.data.format import dataset_format
+
+    dataset_format(args.out)  # a bad suffix fails before the work
+    inputs = (args.data, args.checkpoint)
+    with claim_output(args.out, overwrite=args.overwrite, command="experts predict", inputs=inputs):
+        return _predict(args)
+
+
+def _predict(args: argparse.Namespace) -> int:
     import numpy as np
 
     from tomoformer.data.datamodule import SignalMapDataset
-    from tomoformer.data.format import dataset_format, open_dataset, write_dataset
+    from tomoformer.data.format import open_dataset, write_dataset
     from tomoformer.experts.task import predict_with_clusters
     from tomoformer.tasks.inference import resolve_device
 
-    dataset_format(args.out)  # a bad suffix fails before the work
     loaded = _load(args)
     with open_dataset(args.data) as source:
         probabilities, clusters, _ = predict_with_clusters(

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from tomoformer.cli.common import add_overwrite_flag, positive_int
+from tomoformer.outputs import claim_output
+
 
 def register(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser(
@@ -19,15 +22,17 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", required=True, help="a .ckpt or .safetensors checkpoint")
     p.add_argument("--format", required=True, dest="fmt", help="onnx | torchscript | safetensors")
     p.add_argument("--out", required=True, help="OUT.onnx, OUT.pt2 or OUT.safetensors")
-    p.add_argument("--height", type=int, help="map height in cells for onnx/torchscript (default 100)")
-    p.add_argument("--width", type=int, help="map width in cells for onnx/torchscript (default 100)")
-    p.add_argument("--opset", type=int, help="ONNX opset version (default: the exporter's)")
+    p.add_argument("--height", type=positive_int, help="map height in cells for onnx/torchscript (default 100)")
+    p.add_argument("--width", type=positive_int, help="map width in cells for onnx/torchscript (default 100)")
+    p.add_argument("--opset", type=positive_int, help="ONNX opset version (default: the exporter's)")
+    add_overwrite_flag(p)
     p.set_defaults(handler=run_export)
 
 
 def run_export(args: argparse.Namespace) -> int:
     from tomoformer.export import export_model
 
-    out = export_model(args.checkpoint, args.fmt, args.out, height=args.height, width=args.width, opset=args.opset)
+    with claim_output(args.out, overwrite=args.overwrite, command="export", inputs=(args.checkpoint,)):
+        out = export_model(args.checkpoint, args.fmt, args.out, height=args.height, width=args.width, opset=args.opset)
     print(f"wrote {out}")
     return 0

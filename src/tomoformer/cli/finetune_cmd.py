@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from tomoformer.cli.common import add_config_flag
+from tomoformer.cli.common import add_config_flag, add_overwrite_flag, non_negative_int, positive_int
 from tomoformer.cli.train_cmd import add_train_flags, train_config_from_args, train_flags
 from tomoformer.finetune.policies import POLICY_HELP
 
@@ -20,10 +20,13 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--policy", default="full", help=f"one of {POLICY_HELP} (default: full)")
     add_train_flags(p, _FLAGS)
     p.add_argument("--resume", action="store_true", default=_S, help="continue from OUT/checkpoints/last.ckpt")
+    add_overwrite_flag(p, default=_S)
     p.add_argument("--no-progress", dest="progress", action="store_false", default=_S)
     p.add_argument("--no-d4", dest="d4", action="store_false", default=_S, help="no symmetry augmentation")
-    p.add_argument("--frames", dest="max_frames", type=int, default=_S, help="random subsets of at most N frames")
-    p.add_argument("--min-frames", dest="min_frames", type=int, default=_S)
+    p.add_argument(
+        "--frames", dest="max_frames", type=non_negative_int, default=_S, help="random subsets of at most N frames"
+    )
+    p.add_argument("--min-frames", dest="min_frames", type=positive_int, default=_S)
     add_config_flag(p)
     p.set_defaults(handler=run, model_opts=None)
 

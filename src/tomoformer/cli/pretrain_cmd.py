@@ -8,7 +8,16 @@ import argparse
 import time
 from typing import Any
 
-from tomoformer.cli.common import add_config_flag, parse_key_values
+from tomoformer.cli.common import (
+    add_config_flag,
+    add_overwrite_flag,
+    below_one,
+    non_negative_int,
+    open_fraction,
+    parse_key_values,
+    positive_int,
+    probability,
+)
 from tomoformer.cli.train_cmd import add_train_flags, train_config_from_args
 from tomoformer.errors import ConfigError
 
@@ -20,24 +29,27 @@ def register(commands: argparse._SubParsersAction) -> None:
     add_train_flags(p)
     p.add_argument("--model-opt", dest="model_opts", action="append", metavar="KEY=VALUE", help="model option")
     p.add_argument("--resume", action="store_true", default=_S, help="continue from OUT/checkpoints/last.ckpt")
+    add_overwrite_flag(p, default=_S)
     p.add_argument("--no-progress", dest="progress", action="store_false", default=_S)
     p.add_argument("--no-d4", dest="d4", action="store_false", default=_S, help="no symmetry augmentation")
-    p.add_argument("--frames", dest="max_frames", type=int, default=_S, help="random subsets of at most N frames")
-    p.add_argument("--min-frames", dest="min_frames", type=int, default=_S)
-    p.add_argument("--min-keep-fraction", dest="min_keep_fraction", type=float, default=_S)
-    p.add_argument("--max-floor-fraction", dest="max_floor_fraction", type=float, default=_S)
+    p.add_argument(
+        "--frames", dest="max_frames", type=non_negative_int, default=_S, help="random subsets of at most N frames"
+    )
+    p.add_argument("--min-frames", dest="min_frames", type=positive_int, default=_S)
+    p.add_argument("--min-keep-fraction", dest="min_keep_fraction", type=probability, default=_S)
+    p.add_argument("--max-floor-fraction", dest="max_floor_fraction", type=below_one, default=_S)
     p.add_argument(
         "--objective", choices=("supervised", "masked"), default="supervised", help="masked: no labels needed"
     )
-    p.add_argument("--mask-ratio", type=float, default=0.5, help="masked: fraction of frames or patches hidden")
+    p.add_argument("--mask-ratio", type=open_fraction, default=0.5, help="masked: fraction of frames or patches hidden")
     p.add_argument("--mask-mode", choices=("frames", "patches"), default="frames", help="masked: what is hidden")
     add_config_flag(p)
     s = p.add_argument_group("streaming from the simulator")
     s.add_argument("--stream", action="store_true", help="simulate new training samples every epoch")
     s.add_argument("--sim-config", metavar="YAML", help="SimConfig fields (see `tomoformer simulate`)")
     s.add_argument("--set", dest="overrides", action="append", metavar="KEY=VALUE", help="a SimConfig field")
-    s.add_argument("--samples-per-epoch", type=int, default=1024, help="simulated training samples per epoch")
-    s.add_argument("--val-samples", type=int, default=64, help="size of the fixed simulated validation set")
+    s.add_argument("--samples-per-epoch", type=positive_int, default=1024, help="simulated training samples per epoch")
+    s.add_argument("--val-samples", type=positive_int, default=64, help="size of the fixed simulated validation set")
     p.set_defaults(handler=run)
 
 
@@ -60,7 +72,7 @@ def run_stream_pretraining(config: Any, sim: Any, samples_per_epoch: int, val_sa
     from tomoformer.data.stream import SimulatorDataModule
     from tomoformer.models.registry import create_model
     from tomoformer.tasks.mapping import MappingTask
-    from tomoformer.tasks.train import fit_task, start_run, task_options
+    from tomoformer.tasks.train import finish_run, finished_result, fit_task, open_run, task_options
 
     if samples_per_epoch < 1 or val_samples < 1:
         raise ConfigError("--samples-per-epoch and --val-samples must be at least 1")
@@ -69,19 +81,22 @@ def run_stream_pretraining(config: Any, sim: Any, samples_per_epoch: int, val_sa
     start = time.perf_counter()
     stream = {"sim_config": sim.to_dict(), "samples_per_epoch": samples_per_epoch, "val_samples": val_samples}
     record = {**config.to_dict(), "data": None, "val_data": None, "stream": stream}
-    out = start_run(config, record)
-    datamodule = SimulatorDataModule(
-        sim,
-        samples_per_epoch=samples_per_epoch,
-        val_samples=val_samples,
-        batch_size=config.batch_size,
-        num_workers=config.num_workers,
-        augment=config.augment,
-        seed=config.seed,
-    )
-    datamodule.setup()
-    task = MappingTask(**task_options(config, datamodule.attrs))
-    return fit_task(task, datamodule, config, out, start)
+    with open_run(config, record, command="pretrain") as run:
+        done = finished_result(run, config)
+        if done is not None:
+            return done
+        datamodule = SimulatorDataModule(
+            sim,
+            samples_per_epoch=samples_per_epoch,
+            val_samples=val_samples,
+            batch_size=config.batch_size,
+            num_workers=config.num_workers,
+            augment=config.augment,
+            seed=config.seed,
+        )
+        datamodule.setup()
+        task = MappingTask(**task_options(config, datamodule.attrs))
+        return finish_run(run, fit_task(task, datamodule, config, run.begin(), start))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -30,6 +30,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--no-scratch", dest="scratch", action="store_false", help="skip training from random init")
     p.add_argument("--resume", action="store_true", help="skip the runs already in OUT/results.csv")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier study in OUT (ours only)")
     p.add_argument("--no-d4", dest="d4", action="store_false", help="no symmetry augmentation")
     add_train_flags(p, _FLAGS)
     p.set_defaults(handler=run)
@@ -68,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
         scratch=args.scratch,
         resume=args.resume,
         test_data=args.test_data,
+        overwrite=args.overwrite,
     )
     print(f"{len(rows)} runs; results in {args.out}/results.csv, {args.out}/summary.md, {args.out}/iou_vs_size.png")
     return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from tomoformer.cli.common import add_config_flag, parse_key_values, read_yaml
+from tomoformer.cli.common import add_config_flag, add_overwrite_flag, parse_key_values, read_yaml
 from tomoformer.errors import ConfigError
 
 _S = argparse.SUPPRESS
@@ -76,6 +76,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="model option, e.g. --model-opt decoder=transformer (repeatable)",
     )
     p.add_argument("--resume", action="store_true", default=_S, help="continue from OUT/checkpoints/last.ckpt")
+    add_overwrite_flag(p, default=_S)
     p.add_argument("--no-progress", dest="progress", action="store_false", default=_S)
     p.add_argument(
         "--data-on-device",
@@ -126,7 +127,7 @@ def train_config_from_args(args: argparse.Namespace) -> Any:
             values[name] = getattr(args, name)
     if "devices" in values and str(values["devices"]).isdigit():
         values["devices"] = int(values["devices"])
-    for name in ("resume", "progress", "data_on_device"):
+    for name in ("resume", "overwrite", "progress", "data_on_device"):
         if hasattr(args, name):
             values[name] = getattr(args, name)
     augment = dict(values.get("augment") or {})

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from tomoformer.data.format import SignalDataset, open_dataset
+from tomoformer.data.format import SignalDataset, open_dataset, require_valid_values
 from tomoformer.data.transforms import Augment
 from tomoformer.errors import DataError
 
@@ -47,6 +47,8 @@ class SignalMapDataset(Dataset):
         in_memory: bool | None = None,
         seed: int = 0,
     ) -> None:
+        # Train, predict and evaluate all read through here: none accepts values `data validate` rejects.
+        require_valid_values(source)
         self.source = source
         self.indices = np.arange(len(source)) if indices is None else np.asarray(indices, dtype=np.int64)
         self.augment = augment
@@ -131,11 +133,23 @@ def open_split(
     """(train source, its indices, validation source, its indices): all of ``val_path`` when given, else a seeded
     ``val_fraction`` of the training data."""
     train = open_dataset(train_path, require_buildings=require_labels)
+    # Checked here too: the device data path reads the sources without a SignalMapDataset.
+    _checked(train)
     if val_path is None:
         train_idx, val_idx = split_indices(len(train), val_fraction, seed)
         return train, train_idx, train, val_idx
-    val = open_dataset(val_path, require_buildings=require_labels)
+    val = _checked(open_dataset(val_path, require_buildings=require_labels))
     return train, np.arange(len(train)), val, np.arange(len(val))
+
+
+def _checked(source: SignalDataset) -> SignalDataset:
+    """``source`` once :func:`require_valid_values` passed; closed (and the error raised) if not."""
+    try:
+        require_valid_values(source)
+    except DataError:
+        source.close()
+        raise
+    return source
 
 
 class SplitDataModule(L.LightningDataModule):

@@ -28,13 +28,19 @@ from tomoformer.data.datamodule import (
     plan_batches,
 )
 from tomoformer.data.format import SignalDataset
-from tomoformer.data.transforms import N_D4, apply_d4, random_floor, random_frame_subset, random_sparsity
+from tomoformer.data.transforms import (
+    N_D4,
+    SHAPE_KEEPING_D4,
+    apply_d4,
+    random_floor,
+    random_frame_subset,
+    random_sparsity,
+)
 from tomoformer.errors import DataError
 
 # Share of the free device memory the stored arrays may take: the model, activations and optimiser need the rest.
 MAX_MEMORY_SHARE = 0.8
-# D4 elements that keep an H x W grid H x W when H != W: identity, half turn, mirror, mirror + half turn.
-_SHAPE_KEEPING_D4 = np.array([0, 2, 4, 6])
+_SHAPE_KEEPING_D4 = np.array(SHAPE_KEEPING_D4)
 
 
 def device_bytes(source: SignalDataset, n: int) -> int:

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from tomoformer.data.format import open_dataset, write_dataset
+from tomoformer.data.format import open_dataset, require_valid_values, write_dataset
 from tomoformer.errors import DataError
 
 
@@ -27,6 +27,7 @@ def merge_datasets(sources: list[str | os.PathLike[str]], dst: str | os.PathLike
     first: dict[str, Any] = {}
     for src in sources:
         with open_dataset(src) as dataset:
+            require_valid_values(dataset)  # a merged store must pass `data validate`
             shape, cell = dataset.shape[1:], dataset.cell_size_m
             if not first:
                 first = {"path": src, "shape": shape, "cell": cell, "attrs": dict(dataset.attrs)}

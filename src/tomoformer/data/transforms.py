@@ -13,6 +13,8 @@ import torch
 from torch import Tensor
 
 N_D4 = 8
+# D4 elements that keep an H x W grid H x W when H != W (the flips): identity, half turn, mirror, mirror + half turn.
+SHAPE_KEEPING_D4 = (0, 2, 4, 6)
 
 
 def _device(generator: torch.Generator | None) -> torch.device:
@@ -131,7 +133,8 @@ def random_floor(signals: Tensor, fraction: float, generator: torch.Generator | 
 class Augment:
     """Random augmentation of a sample dict ``{"signals", "buildings"?, "tx_pos"?, ...}``.
 
-    In order: a random frame subset (T drawn uniformly in ``frames = (min, max)``), a random D4 symmetry,
+    In order: a random frame subset (T drawn uniformly in ``frames = (min, max)``), a random D4 symmetry (on a
+    non-square grid only the four that keep H x W: identity, mirrors and the half turn),
     random sparsity (keep fraction drawn uniformly in ``keep_fraction = (lo, hi)``), then a random receiver
     floor (the weakest fraction, drawn uniformly in ``floor_fraction = (lo, hi)``, of the cells becomes NaN).
     Other keys pass through unchanged. Works on one sample (``signals [T, H, W]``) or a batch (one draw for the batch).
@@ -173,7 +176,12 @@ class Augment:
             n = int(torch.randint(lo, hi + 1, (1,), generator=g, device=_device(g)))
             signals, tx_pos = random_frame_subset(signals, tx_pos, n, g)
         if self.d4:
-            k = int(torch.randint(0, N_D4, (1,), generator=g, device=_device(g)))
+            signals_hw = signals.shape[-2:]
+            square = signals_hw[0] == signals_hw[1]
+            # A quarter turn of a non-square grid swaps H and W, so samples of one batch would no longer stack:
+            # there, only the flips (one draw either way, so square data sees the same stream as before).
+            k = int(torch.randint(0, N_D4 if square else len(SHAPE_KEEPING_D4), (1,), generator=g, device=_device(g)))
+            k = k if square else SHAPE_KEEPING_D4[k]
             signals, buildings, tx_pos = apply_d4(signals, buildings, tx_pos, k)
         if self.keep_fraction is not None:
             lo, hi = self.keep_fraction

@@ -63,6 +63,7 @@ class ExpertsConfig:
     precision: str | None = None
     progress: bool = True
     resume: bool = False
+    overwrite: bool = False  # replace an earlier run in ``out`` (tomoformer.outputs.run_folder)
 
     def __post_init__(self) -> None:
         if isinstance(self.augment, dict):

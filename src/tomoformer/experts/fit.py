@@ -28,7 +28,6 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-import yaml
 
 from tomoformer.checkpoint import load_checkpoint, save_checkpoint
 from tomoformer.data.datamodule import SignalDataModule, SignalMapDataset, make_loader
@@ -48,6 +47,7 @@ from tomoformer.finetune.policies import parse_policy
 from tomoformer.finetune.run import FinetuneTask
 from tomoformer.io import atomic_path, write_text_atomic
 from tomoformer.models.registry import create_model
+from tomoformer.outputs import RunFolder, run_folder
 from tomoformer.tasks.train import _plain_attrs, fit_task, task_options
 
 
@@ -61,12 +61,39 @@ class ExpertsResult:
     seconds: float
 
 
+# Options an ``experts fit --resume`` may change; any other difference (k, clusterer, data, seed ...) is refused.
+RESUME_MAY_CHANGE = frozenset({"out", "resume", "overwrite", "progress"})
+
+
 def run_experts_fit(config: ExpertsConfig) -> ExpertsResult:
-    """Run the whole pipeline for ``config``; see the module docstring for the run folder."""
+    """Run the whole pipeline for ``config``; see the module docstring for the run folder.
+
+    The run folder follows the output policy (:func:`tomoformer.outputs.run_folder`): ``resume`` continues only
+    a run of the same options, and a finished run is reported, not fitted again.
+    """
+    record = config.to_dict()
+    record.pop("overwrite", None)
+    inputs = (config.data, config.val_data, config.init_checkpoint, config.encoder_checkpoint)
+    with run_folder(
+        config.out,
+        record=record,
+        command="experts fit",
+        resume=config.resume,
+        overwrite=config.overwrite,
+        inputs=inputs,
+        may_change=RESUME_MAY_CHANGE,
+    ) as run:
+        if run.resumed and run.finished and (run.path / "model.ckpt").is_file():
+            print(f"{run.path}: this experts run has already finished; nothing to do")
+            metrics = json.loads((run.path / "metrics.json").read_text())
+            return ExpertsResult(out=run.path, model_path=run.path / "model.ckpt", metrics=metrics, seconds=0.0)
+        result = _fit(config, run)
+        run.finish()
+        return result
+
+
+def _fit(config: ExpertsConfig, run: RunFolder) -> ExpertsResult:
     start = time.perf_counter()
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
     L.seed_everything(config.seed, workers=True, verbose=False)
     datamodule = SignalDataModule(
         train=config.data,
@@ -82,6 +109,7 @@ def run_experts_fit(config: ExpertsConfig) -> ExpertsResult:
     attrs = _plain_attrs(datamodule.attrs)
     init = load_checkpoint(config.init_checkpoint) if config.init_checkpoint else None
     encoder = load_checkpoint(config.encoder_checkpoint) if config.features == "encoder" else None
+    out = run.begin()
 
     # 1. Features and clusters (on un-augmented training samples).
     spec = model_spec(config, init, encoder)

@@ -32,7 +32,16 @@ from tomoformer.finetune.policies import (
     unfreeze_module,
 )
 from tomoformer.tasks.mapping import MappingTask, weight_decay_groups
-from tomoformer.tasks.train import TrainConfig, TrainResult, datamodule_for, fit_task, start_run, task_options
+from tomoformer.tasks.train import (
+    TrainConfig,
+    TrainResult,
+    datamodule_for,
+    finish_run,
+    finished_result,
+    fit_task,
+    open_run,
+    task_options,
+)
 
 
 class LinearProbeThenFinetune(L.Callback):
@@ -136,13 +145,16 @@ def run_finetune(checkpoint: str | Path, policy: str, config: TrainConfig) -> Fi
         raise ConfigError(f"{checkpoint}: model {loaded.name!r} is fitted, not trained; nothing to fine-tune")
     config = dataclasses.replace(config, model=loaded.name, model_kwargs=dict(loaded.model_kwargs))
     record = {**config.to_dict(), "finetune": {"from": str(checkpoint), "policy": str(parsed)}}
-    out = start_run(config, record)
-    datamodule = datamodule_for(config)
-    task = FinetuneTask(policy=str(parsed), **task_options(config, datamodule.attrs))
-    task.load_pretrained(loaded.model.state_dict())
-    trainable, total = count_parameters(task.model)
-    print(f"policy {parsed}: {trainable:,} trainable of {total:,} parameters ({100 * trainable / total:.1f}%)")
-    result = fit_task(task, datamodule, config, out, start)
+    with open_run(config, record, command="finetune", inputs=(str(checkpoint),)) as run:
+        datamodule = datamodule_for(config)
+        task = FinetuneTask(policy=str(parsed), **task_options(config, datamodule.attrs))
+        task.load_pretrained(loaded.model.state_dict())
+        trainable, total = count_parameters(task.model)
+        done = finished_result(run, config)
+        if done is not None:
+            return FinetuneResult(train=done, policy=str(parsed), trainable=trainable, total=total)
+        print(f"policy {parsed}: {trainable:,} trainable of {total:,} parameters ({100 * trainable / total:.1f}%)")
+        result = finish_run(run, fit_task(task, datamodule, config, run.begin(), start))
     # lp-ft ends with everything trainable: report what the policy trained at its widest, not the probe phase.
     trainable = max(trainable, count_parameters(task.model)[0])
     return FinetuneResult(train=result, policy=str(parsed), trainable=trainable, total=total)

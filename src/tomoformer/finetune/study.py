@@ -36,6 +36,7 @@ from tomoformer.errors import ConfigError
 from tomoformer.finetune.policies import apply_policy, count_parameters, parse_policy
 from tomoformer.io import write_text_atomic
 from tomoformer.models.registry import create_model
+from tomoformer.outputs import claim_output
 from tomoformer.tasks.train import TrainConfig
 
 SCRATCH = "scratch"
@@ -67,6 +68,7 @@ def run_study(
     scratch: bool = True,
     resume: bool = False,
     test_data: str | Path | None = None,
+    overwrite: bool = False,
 ) -> list[StudyRow]:
     """Run every (size, policy) pair plus ``scratch`` per size; write results.csv, iou_vs_size.png, summary.md.
 
@@ -74,7 +76,27 @@ def run_study(
     ``model_kwargs`` are set per run); ``config.val_fraction`` is the held-out part of ``data`` without
     ``val_data``, and ``config.seed`` seeds both the split and the subsets. ``test_data``, when given, is scored
     by every run's best checkpoint and by the pretrained model as it is.
+
+    ``out`` follows the output policy (tomoformer.outputs): an existing study folder needs ``resume`` (skip the
+    runs already in results.csv) or ``overwrite`` (run everything again).
     """
+    inputs = (str(checkpoint), str(data), val_data, test_data)
+    with claim_output(out, overwrite=overwrite or resume, command="finetune-study", inputs=inputs, folder=True):
+        return _run_study(checkpoint, data, Path(out), sizes, policies, config, val_data, scratch, resume, test_data)
+
+
+def _run_study(
+    checkpoint: str | Path,
+    data: str | Path,
+    out: Path,
+    sizes: Sequence[int],
+    policies: Sequence[str],
+    config: TrainConfig | None,
+    val_data: str | Path | None,
+    scratch: bool,
+    resume: bool,
+    test_data: str | Path | None,
+) -> list[StudyRow]:
     from tomoformer.finetune.run import run_finetune
     from tomoformer.tasks.train import run_training
 
@@ -113,6 +135,7 @@ def run_study(
                     model=loaded.name,
                     model_kwargs=dict(loaded.model_kwargs),
                     resume=False,
+                    overwrite=True,  # inside the study folder claimed above: a killed earlier try is ours
                 )
                 print(f"study: size {size}, policy {name}")
                 if name == SCRATCH:

@@ -27,21 +27,17 @@ from timm.models.vision_transformer import Attention, Block
 from torch import Tensor, nn
 
 from tomoformer.errors import ConfigError
-from tomoformer.models.features import (
-    NUM_FRAME_FEATURES,
-    NUM_PIXEL_STATISTICS,
-    frame_features,
-    pad_to_multiple,
-    pixel_statistics,
-    radial_slope,
-)
+from tomoformer.models.features import NUM_FRAME_FEATURES, pad_to_multiple, pixel_statistics
+from tomoformer.models.pixel_pool import PixelFramePool, physics_frame_features, physics_pixel_dim
 from tomoformer.models.registry import register_model
 
 __all__ = [
+    "PixelFramePool",
     "TomoFormer",
     "TomoFormerConfig",
     "config_dict",
     "tomoformer_base",
+    "tomoformer_pyramid",
     "tomoformer_small",
     "tomoformer_tiny",
 ]
@@ -75,8 +71,11 @@ class TomoFormerConfig:
     radial_slope: bool = True  # add the excess loss's slope along each ray (features.radial_slope) per frame
     pixel_pool_dim: int = 8  # >0: learned per-pixel statistics over frames (PixelFramePool) join the pyramid
     aux_weight: float = 0.0  # deep supervision: weight of a loss on the Transformer decoder's own map
+    transformer: bool = True  # False: the ablation without frame tokens, ViT and decoder (the pyramid alone)
 
     def __post_init__(self) -> None:
+        if not self.transformer and self.aux_weight > 0:
+            raise ConfigError("aux_weight needs the Transformer (transformer=true)")
         if self.decoder not in ("conv", "transformer"):
             raise ConfigError(f"decoder must be 'conv' or 'transformer', got {self.decoder!r}")
         if not 1 <= self.patch_size <= 32:
@@ -219,41 +218,6 @@ def _fit(x: Tensor, size: tuple[int, int] | torch.Size) -> Tensor:
     return F.pad(x, (0, size[1] - x.shape[-1], 0, size[0] - x.shape[-2]))
 
 
-class PixelFramePool(nn.Module):
-    """Learned per-pixel statistics over frames: a small MLP (1x1 convs) shared by every frame and pixel, then
-    the mean and the maximum over the frames in which the pixel was measured.
-
-    The hand-made statistics (``features.pixel_statistics``) summarise each feature over frames on its own; this
-    pool first combines a frame's features at a pixel (its excess loss together with its distance to that
-    frame's transmitter and the loss added along the ray), which no summary of single features can express.
-    Frames are processed in chunks of ``chunk`` so memory stays bounded for long sequences.
-    """
-
-    def __init__(self, in_dim: int, dim: int, chunk: int = 64) -> None:
-        super().__init__()
-        self.dim, self.chunk = dim, chunk
-        self.mlp = nn.Sequential(nn.Conv2d(in_dim, 2 * dim, 1), nn.GELU(), nn.Conv2d(2 * dim, dim, 1))
-
-    def forward(self, feats: Tensor, valid: Tensor) -> Tensor:
-        """feats [B, T, C, H, W], valid [B, T, H, W] bool -> [B, 2 * dim, H, W] (zeros where never measured)."""
-        B, T, _, H, W = feats.shape
-        total = feats.new_zeros(B, self.dim, H, W)
-        count = feats.new_zeros(B, 1, H, W)
-        low = torch.finfo(feats.dtype).min
-        peak = feats.new_full((B, self.dim, H, W), low)
-        starts = [0] if torch.compiler.is_compiling() else range(0, T, self.chunk)
-        chunk = T if torch.compiler.is_compiling() else self.chunk
-        for start in starts:
-            f = feats[:, start : start + chunk]
-            m = valid[:, start : start + chunk, None].to(feats.dtype)  # [B, t, 1, H, W]
-            h = self.mlp(f.flatten(0, 1)).unflatten(0, (B, -1))  # [B, t, dim, H, W]
-            total = total + (h * m).sum(1)
-            count = count + m.sum(1)
-            peak = torch.maximum(peak, torch.where(m > 0, h, low).amax(1))
-        seen = count > 0
-        return torch.cat([total / count.clamp_min(1.0), torch.where(seen, peak, 0.0)], dim=1)
-
-
 class PixelPyramid(nn.Module):
     """The full-resolution path: a conv pyramid over the per-pixel statistics (``levels`` halvings), decoded
     coarse to fine, with the Transformer's tokens added at every level of the decoding and the Transformer
@@ -266,6 +230,7 @@ class PixelPyramid(nn.Module):
     """
 
     def __init__(self, stats_dim: int, width: int, token_dim: int, decoder_dim: int, levels: int = 3) -> None:
+        # token_dim = decoder_dim = 0: no Transformer (the pyramid-only ablation), nothing is injected.
         super().__init__()
         self.multiple = 2**levels
         widths = [width * 2**i for i in range(levels + 1)]
@@ -274,27 +239,30 @@ class PixelPyramid(nn.Module):
             for i in range(levels + 1)
         )
         # inject[j] feeds the tokens into the input of decoding step j (coarsest first); the last one into dec.
-        self.inject = nn.ModuleList(nn.Conv2d(token_dim, widths[i + 1], 1) for i in reversed(range(levels)))
+        self.inject = nn.ModuleList(
+            nn.Conv2d(token_dim, widths[i + 1], 1) for i in reversed(range(levels)) if token_dim > 0
+        )
         self.dec = nn.ModuleList(
             _conv_block(widths[i + 1] + widths[i] + (decoder_dim if i == 0 else 0), widths[i])
             for i in reversed(range(levels))
         )
 
-    def forward(self, stats: Tensor, tokens: Tensor, decoded: Tensor) -> Tensor:
+    def forward(self, stats: Tensor, tokens: Tensor | None, decoded: Tensor | None) -> Tensor:
         """stats [B, S, H, W] (H, W multiples of ``multiple``), tokens [B, D, gh, gw], decoded [B, C, H, W]
-        -> features [B, width, H, W]."""
+        (both None without a Transformer) -> features [B, width, H, W]."""
         skips = []
         x = stats
         for stage in self.enc:
             x = stage(x)
             skips.append(x)
-        tokens = tokens.to(x.dtype)
         last = len(self.dec) - 1
-        for i, (inject, stage, skip) in enumerate(zip(self.inject, self.dec, reversed(skips[:-1]), strict=True)):
-            x = x + inject(F.interpolate(tokens, size=x.shape[-2:], mode="bilinear", align_corners=False))
+        for i, (stage, skip) in enumerate(zip(self.dec, reversed(skips[:-1]), strict=True)):
+            if tokens is not None:
+                tokens_i = F.interpolate(tokens.to(x.dtype), size=x.shape[-2:], mode="bilinear", align_corners=False)
+                x = x + self.inject[i](tokens_i)
             x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
             # By position, not `stage is self.dec[-1]`: torch.export can hand out other module objects.
-            parts = [x, skip] if i != last else [x, skip, decoded.to(x.dtype)]
+            parts = [x, skip] if i != last or decoded is None else [x, skip, decoded.to(x.dtype)]
             x = stage(torch.cat(parts, dim=1))
         return x
 
@@ -312,7 +280,24 @@ class TomoFormer(nn.Module):
         self.patch_size = p
         self.embed_dim = self.num_features = D
         self.grid = math.ceil(cfg.img_size / p)
+        if cfg.transformer:
+            self._build_transformer(cfg)
+        else:
+            self.decoder = None
+        frame_dim = NUM_FRAME_FEATURES + int(cfg.radial_slope)
+        self.pixel_pool = PixelFramePool(frame_dim, cfg.pixel_pool_dim) if cfg.pixel_pool_dim > 0 else None
+        token_dim, decoder_dim = (D, cfg.decoder_dim) if cfg.transformer else (0, 0)
+        self.pyramid = PixelPyramid(
+            physics_pixel_dim(cfg.pixel_pool_dim), cfg.skip_dim, token_dim, decoder_dim, cfg.pyramid_levels
+        )
+        self.head = nn.Conv2d(cfg.skip_dim, cfg.num_classes, 1)
+        # The pyramid alone already fits the per-pixel statistics well, so without a loss of their own the
+        # Transformer's tokens get little gradient early on; a map predicted from the decoder alone fixes that.
+        self.aux_head = nn.Conv2d(cfg.decoder_dim, cfg.num_classes, 1) if cfg.aux_weight > 0 else None
+        self.init_weights()
 
+    def _build_transformer(self, cfg: TomoFormerConfig) -> None:
+        p, D = cfg.patch_size, cfg.embed_dim
         # Frame encoder, shared by every frame.
         self.patch_embed = nn.Conv2d(NUM_FRAME_FEATURES + int(cfg.radial_slope), D, p, stride=p)
         self.frame_norm = nn.LayerNorm(D)
@@ -340,23 +325,15 @@ class TomoFormer(nn.Module):
         )
         self.norm = nn.LayerNorm(D)
 
-        # Decoder and full-resolution refinement.
+        # Decoder (the full-resolution refinement is built by __init__).
         if cfg.decoder == "conv":
             self.decoder = ConvDecoder(D, cfg.decoder_dim, p)
         else:
             self.decoder = TransformerDecoder(cfg, self.grid)
-        frame_dim = NUM_FRAME_FEATURES + int(cfg.radial_slope)
-        self.pixel_pool = PixelFramePool(frame_dim, cfg.pixel_pool_dim) if cfg.pixel_pool_dim > 0 else None
-        stats_dim = NUM_PIXEL_STATISTICS + 2 * cfg.pixel_pool_dim
-        self.pyramid = PixelPyramid(stats_dim, cfg.skip_dim, D, cfg.decoder_dim, cfg.pyramid_levels)
-        self.head = nn.Conv2d(cfg.skip_dim, cfg.num_classes, 1)
-        # The pyramid alone already fits the per-pixel statistics well, so without a loss of their own the
-        # Transformer's tokens get little gradient early on; a map predicted from the decoder alone fixes that.
-        self.aux_head = nn.Conv2d(cfg.decoder_dim, cfg.num_classes, 1) if cfg.aux_weight > 0 else None
-        self.init_weights()
 
     def init_weights(self) -> None:
-        trunc_normal_(self.pos_embed, std=0.02)
+        if self.cfg.transformer:
+            trunc_normal_(self.pos_embed, std=0.02)
         self.apply(_init_linear)
 
     # ----- timm hooks ---------------------------------------------------------------------------------------
@@ -390,10 +367,7 @@ class TomoFormer(nn.Module):
 
     def frame_inputs(self, signals: Tensor, tx_pos: Tensor | None) -> tuple[Tensor, Tensor]:
         """signals [B, T, H, W] -> per-frame features [B, T, C, H, W] and frame presence [B, T] bool."""
-        feats, present = frame_features(signals, tx_pos)
-        if self.cfg.radial_slope:
-            feats = torch.cat([feats, radial_slope(feats, tx_pos)[:, :, None]], dim=2)
-        return feats, present
+        return physics_frame_features(signals, tx_pos, self.cfg.radial_slope)
 
     def embed_frames(self, feats: Tensor, present: Tensor) -> tuple[Tensor, Tensor, tuple[int, int]]:
         """feats [B, T, C, H, W] -> frame tokens [B, T, N, D], frame mask [B, T] and the token grid."""
@@ -415,6 +389,8 @@ class TomoFormer(nn.Module):
 
     def forward_features(self, signals: Tensor, tx_pos: Tensor | None = None) -> Tensor:
         """signals [B, T, H, W] dB, tx_pos [B, T, 3] | None -> encoder tokens [B, N, D] (padded patch grid)."""
+        if not self.cfg.transformer:
+            raise ConfigError("this TomoFormer has no Transformer (transformer=false), so no encoder tokens")
         return self._encode(*self.frame_inputs(signals, tx_pos))[0]
 
     def _encode(self, feats: Tensor, present: Tensor) -> tuple[Tensor, tuple[int, int]]:
@@ -439,14 +415,15 @@ class TomoFormer(nn.Module):
 
     def _decode(
         self,
-        x: Tensor,
+        x: Tensor | None,
         signals: Tensor,
         tx_pos: Tensor | None,
         feats: Tensor | None,
         stats: Tensor | None,
         grid: tuple[int, int] | None,
-    ) -> tuple[Tensor, Tensor]:
-        """-> logits [B, H, W] and the decoder's features [B, decoder_dim, H', W'] (padded)."""
+    ) -> tuple[Tensor, Tensor | None]:
+        """-> logits [B, H, W] and the decoder's features [B, decoder_dim, H', W'] (padded; None, like the
+        encoder tokens ``x``, without a Transformer)."""
         H, W = signals.shape[-2:]
         p = self.patch_size
         if grid is None:
@@ -456,8 +433,10 @@ class TomoFormer(nn.Module):
         if self.pixel_pool is not None:
             stats = torch.cat([stats, self.pixel_pool(feats, feats[:, :, 1] > 0).to(stats.dtype)], dim=1)
         stats = pad_to_multiple(stats, self.pyramid.multiple).to(self.head.weight.dtype)
-        decoded = _fit(self.decoder(x, grid), stats.shape[-2:])
-        token_map = x.transpose(1, 2).reshape(x.shape[0], -1, *grid)
+        decoded = token_map = None
+        if x is not None:
+            decoded = _fit(self.decoder(x, grid), stats.shape[-2:])
+            token_map = x.transpose(1, 2).reshape(x.shape[0], -1, *grid)
         out = self.head(self.pyramid(stats, token_map, decoded))[..., :H, :W]
         return _squeeze_classes(out.float()), decoded
 
@@ -469,9 +448,11 @@ class TomoFormer(nn.Module):
         """Like ``forward``, plus the auxiliary outputs to supervise: [(weight, logits [B, H, W])] (empty when
         ``aux_weight`` is 0). The training task adds ``weight x loss(aux logits)`` to the loss."""
         feats, present = self.frame_inputs(signals, tx_pos)
+        if not self.cfg.transformer:
+            return self._decode(None, signals, tx_pos, feats, None, None)[0], []
         x, grid = self._encode(feats, present)
         logits, decoded = self._decode(x, signals, tx_pos, feats, None, grid)
-        if self.aux_head is None:
+        if self.aux_head is None or decoded is None:
             return logits, []
         H, W = signals.shape[-2:]
         aux = _squeeze_classes(self.aux_head(decoded)[..., :H, :W].float())
@@ -501,6 +482,13 @@ def _create(defaults: dict[str, Any], **kwargs: Any) -> TomoFormer:
 def tomoformer_tiny(**kwargs: Any) -> TomoFormer:
     """2.0 M parameters (2.2 M with the transformer decoder): trains on a CPU in minutes (48x48, T=16)."""
     return _create(dict(embed_dim=96, depth=4, num_heads=3, decoder_embed_dim=96, decoder_heads=3), **kwargs)
+
+
+@register_model
+def tomoformer_pyramid(**kwargs: Any) -> TomoFormer:
+    """Ablation: ``tomoformer_tiny`` without its Transformer (no frame tokens, ViT or decoder), the pyramid alone
+    over the same per-pixel physics inputs (hand-made statistics and ``PixelFramePool``)."""
+    return tomoformer_tiny(**{"transformer": False, **kwargs})
 
 
 @register_model

@@ -3,6 +3,10 @@
 The T frames are summarised per pixel first (``features.pixel_statistics``: masked mean/max/min/std of the
 normalised dB and of the excess loss over free space, and how often the pixel was measured), so the net is
 independent of T and costs the same for T=4 and T=1000.
+
+``physics_features=True`` is the ablation that feeds it what TomoFormer's full-resolution pyramid gets: the same
+statistics plus the learned per-pixel pooling over frames (``PixelFramePool``) of every frame's features and its
+radial slope (``features.radial_slope``).
 """
 
 from __future__ import annotations
@@ -12,7 +16,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from tomoformer.models.features import NUM_PIXEL_STATISTICS, pad_to_multiple, pixel_statistics
+from tomoformer.models.features import NUM_FRAME_FEATURES, NUM_PIXEL_STATISTICS, pad_to_multiple, pixel_statistics
+from tomoformer.models.pixel_pool import (
+    PixelFramePool,
+    physics_frame_features,
+    physics_pixel_dim,
+    physics_pixel_inputs,
+)
 from tomoformer.models.registry import register_model
 
 __all__ = ["UNet", "unet"]
@@ -36,15 +46,22 @@ class UNet(nn.Module):
     Args:
         base_channels: channels of the first level; level i has base_channels * 2**i.
         depth: number of 2x downsamplings (H, W are padded to a multiple of 2**depth and cropped back).
+        physics_features: also feed the learned per-pixel frame pooling over the frame features and their radial
+            slope (TomoFormer's pyramid inputs); ``pixel_pool_dim`` is its width, as in TomoFormer.
     """
 
     requires_fit = False
 
-    def __init__(self, base_channels: int = 24, depth: int = 3) -> None:
+    def __init__(
+        self, base_channels: int = 24, depth: int = 3, physics_features: bool = False, pixel_pool_dim: int = 8
+    ) -> None:
         super().__init__()
         self.depth = depth
         chans = [base_channels * 2**i for i in range(depth + 1)]
-        self.stem = _conv_block(NUM_PIXEL_STATISTICS, chans[0])
+        # Frame features + the radial slope, pooled per pixel: exactly what TomoFormer's pyramid sees.
+        self.pixel_pool = PixelFramePool(NUM_FRAME_FEATURES + 1, pixel_pool_dim) if physics_features else None
+        in_ch = physics_pixel_dim(pixel_pool_dim) if physics_features else NUM_PIXEL_STATISTICS
+        self.stem = _conv_block(in_ch, chans[0])
         self.down = nn.ModuleList(
             nn.Sequential(nn.MaxPool2d(2), _conv_block(chans[i], chans[i + 1])) for i in range(depth)
         )
@@ -58,7 +75,12 @@ class UNet(nn.Module):
     def forward(self, signals: Tensor, tx_pos: Tensor | None = None) -> Tensor:
         """signals [B, T, H, W] dB (NaN = missing), tx_pos [B, T, 3] cells | None -> logits [B, H, W]."""
         H, W = signals.shape[-2:]
-        x = pad_to_multiple(pixel_statistics(signals, tx_pos), 2**self.depth)
+        if self.pixel_pool is None:
+            x = pixel_statistics(signals, tx_pos)
+        else:
+            feats = physics_frame_features(signals, tx_pos)[0]
+            x = physics_pixel_inputs(signals, tx_pos, feats, self.pixel_pool)
+        x = pad_to_multiple(x, 2**self.depth)
         x = self.stem(x.to(self.head.weight.dtype))
         skips = [x]
         for down in self.down:

@@ -1,9 +1,10 @@
-"""Procedural city layouts: building-height maps in metres for five urban styles.
+"""Procedural city layouts: building-height maps in metres for ten urban styles.
 
-Every generator is O(H*W) numpy with a handful of Python iterations over streets/lots, so a
-100 x 100 city takes well under a millisecond to a few milliseconds. Lengths are drawn in metres
-and converted with ``cell_size_m`` so a style looks the same at any resolution.
-Row 0 is north/top; cell (i, j) has its centre at (row=i, col=j).
+The first five (``dense``, ``suburban``, ``industrial``, ``oldtown``, ``open``) are here; the v2 styles that
+look like real city tiles (perimeter blocks, irregular networks, detached houses, high-rise clusters, open
+areas) are in :mod:`tomoformer.sim.cities_v2`. Every generator is O(H*W) numpy with a handful of Python
+iterations, a few milliseconds at 100 x 100. Lengths are drawn in metres and converted with ``cell_size_m``
+so a style looks the same at any resolution. Row 0 is north/top; cell (i, j) has its centre at (row=i, col=j).
 """
 
 from __future__ import annotations
@@ -11,6 +12,9 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from tomoformer.sim.cities_v2 import GENERATORS
+from tomoformer.sim.citygeom import voronoi as _voronoi
+from tomoformer.sim.citygeom import warp as _warp
 from tomoformer.sim.config import STYLES
 
 # Grid styles: (block length m, street width m, lot length m, setback per side m, p(empty lot), height m)
@@ -21,11 +25,38 @@ _GRID_STYLES: dict[str, dict[str, tuple[float, float] | float]] = {
 }
 
 
+# Draw probabilities of ``--style mixed``. Chosen (see /work/notes/E-readme.md, the morphology table) so that the
+# mix spans every real source of issue 16: city cores (perimeter, irregular: courtyards, large masses),
+# small towns (detached, open: coverage near 0, ~100 m2 masses) and the grid styles of v1.
+MIXED_WEIGHTS: dict[str, float] = {
+    "dense": 0.06,
+    "suburban": 0.06,
+    "industrial": 0.06,
+    "oldtown": 0.08,
+    "open": 0.04,
+    "perimeter": 0.22,
+    "irregular": 0.18,
+    "detached": 0.12,
+    "highrise": 0.06,
+    "openspace": 0.12,
+}
+_MIXED_P = np.array([MIXED_WEIGHTS[s] for s in STYLES]) / sum(MIXED_WEIGHTS[s] for s in STYLES)
+
+
+def draw_style(styles: tuple[str, ...], rng: np.random.Generator) -> str:
+    """One style of ``styles``: MIXED_WEIGHTS when it is the full list (``--style mixed``), else uniform."""
+    if tuple(styles) == STYLES:
+        return STYLES[int(rng.choice(len(STYLES), p=_MIXED_P))]
+    return styles[int(rng.integers(len(styles)))]
+
+
 def make_city(style: str, size: int, rng: np.random.Generator, cell_size_m: float = 2.0) -> np.ndarray:
     """Building heights for one procedural tile.
 
     Returns float32 [size, size] in metres, 0 where there is no building.
     """
+    if style in GENERATORS:
+        return GENERATORS[style](size, rng, cell_size_m)
     if style in _GRID_STYLES:
         return _grid_city(size, rng, cell_size_m, **_GRID_STYLES[style])
     if style == "oldtown":
@@ -92,43 +123,6 @@ def _grid_city(
         & (cols < c1[ci] - sb[3, ri, ci])
     )
     return np.where(built, h[ri, ci], 0.0).astype(np.float32)
-
-
-def _warp(size: int, rng: np.random.Generator, amplitude: float, wavelength: float) -> np.ndarray:
-    """Smooth random displacement field [2, size, size] (a few random plane waves), in cells."""
-    rows, cols = np.meshgrid(np.arange(size), np.arange(size), indexing="ij")
-    out = np.zeros((2, size, size), np.float64)
-    for axis in range(2):
-        for _ in range(3):
-            k = rng.normal(size=2)
-            k *= 2 * np.pi / (wavelength * rng.uniform(0.7, 1.5) * np.linalg.norm(k))
-            out[axis] += np.sin(k[0] * rows + k[1] * cols + rng.uniform(0, 2 * np.pi))
-    return out * amplitude / np.sqrt(3)
-
-
-def _voronoi(coords: np.ndarray, spacing: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Nearest-seed labels on a jittered grid of seeds, and the gap d2 - d1 to the second nearest.
-
-    Only the 3x3 neighbouring seed cells are candidates, so it costs 9 distances per cell.
-    """
-    size = coords.shape[1]
-    n = int(np.ceil((size + 2 * spacing) / spacing)) + 3
-    # Jitter kept away from the cell borders: two near-coincident seeds would turn the whole region
-    # between them into "border" (street).
-    jitter = rng.uniform(0.2, 0.8, size=(2, n, n))
-    seeds = (np.stack(np.meshgrid(np.arange(n), np.arange(n), indexing="ij")) - 1 + jitter) * spacing
-    base = np.floor(coords / spacing).astype(np.int64) + 1
-    d = np.empty((9, size, size), np.float32)
-    ids = np.empty((9, size, size), np.int64)
-    for m, (di, dj) in enumerate((a, b) for a in (-1, 0, 1) for b in (-1, 0, 1)):
-        gi = np.clip(base[0] + di, 0, n - 1)
-        gj = np.clip(base[1] + dj, 0, n - 1)
-        d[m] = np.hypot(coords[0] - seeds[0, gi, gj], coords[1] - seeds[1, gi, gj])
-        ids[m] = gi * n + gj
-    order = np.argpartition(d, 1, axis=0)[:2]
-    d1 = np.take_along_axis(d, order[:1], 0)[0]
-    d2 = np.take_along_axis(d, order[1:2], 0)[0]
-    return np.take_along_axis(ids, order[:1], 0)[0], d2 - d1
 
 
 def _oldtown(size: int, rng: np.random.Generator, cell: float) -> np.ndarray:

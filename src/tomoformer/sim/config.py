@@ -12,9 +12,34 @@ import yaml
 
 from tomoformer.errors import ConfigError
 
-STYLES: tuple[str, ...] = ("dense", "suburban", "industrial", "oldtown", "open")
+# City styles (sim/cities.py, sim/cities_v2.py). Append only: a dataset's `group` is an index into this tuple.
+STYLES: tuple[str, ...] = (
+    "dense",
+    "suburban",
+    "industrial",
+    "oldtown",
+    "open",
+    "perimeter",
+    "irregular",
+    "detached",
+    "highrise",
+    "openspace",
+)
 TX_MODES = ("random", "path")
 SPARSITY_MODES = ("random", "path")
+# Per-sample physics: a number, or a (low, high) pair drawn per sample.
+Range = float | tuple[float, float]
+# Fields that take a range; True = drawn log-uniform when low > 0 (losses spanning decades).
+RANGE_FIELDS: dict[str, bool] = {
+    "wall_loss_db": True,
+    "indoor_loss_db_per_m": False,
+    "roof_loss_db": True,
+    "canyon_corner_loss_db": False,
+    "canyon_loss_db_per_m": True,
+    "shadowing_std_db": False,
+    "noise_std_db": False,
+    "floor_fraction": False,
+}
 
 
 @dataclass
@@ -41,11 +66,31 @@ class SimConfig:
     tx_outside_fraction: float = 0.0
     tx_outside_max_cells: float = 25.0
     style: str = "mixed"
-    wall_loss_db: float = 12.0
-    indoor_loss_db_per_m: float = 0.6
-    shadowing_std_db: float = 4.0
+    # Physics drawn per sample (``tomoformer.sim.physics``): each of these is a number or a [low, high] range
+    # (a number is a range of width 0). Losses with low > 0 are drawn log-uniform, everything else uniform.
+    # The default ranges bracket the ray tracer on every dB statistic of `tomoformer sim calibrate` (docs/sionna.md:
+    # Sionna's city scenes use ~3 dB marble walls and metal roofs, our ray-traced procedural cities 0.3 m concrete,
+    # brick and glass; fitted walls 2.7-11 dB, indoor 0.1-0.2 dB/m, roofs 9-14 dB).
+    wall_loss_db: Range = (1.0, 30.0)
+    indoor_loss_db_per_m: Range = (0.0, 0.4)
+    # Entering a building through its roof (a high transmitter): with probability roof_opaque_probability the
+    # roof is metal and costs roof_opaque_loss_db (light then gets in by other paths: the fit on Sionna's
+    # metal-roofed scenes gives 11-14 dB, not "nothing"), else roof_loss_db; roof_loss_db null = the wall loss.
+    roof_loss_db: Range | None = (2.0, 20.0)
+    roof_opaque_probability: float = 0.2
+    roof_opaque_loss_db: float = 25.0
+    # Street-canyon light around corners (``tomoformer.sim.canyon``): with probability canyon_probability a
+    # sample's shadowed streets receive light from street cells, canyon_corner_loss_db plus
+    # canyon_loss_db_per_m per metre travelled along the streets below them.
+    canyon_probability: float = 0.7
+    canyon_corner_loss_db: Range = (0.0, 15.0)
+    canyon_loss_db_per_m: Range = (0.1, 1.5)
+    shadowing_std_db: Range = (2.0, 8.0)
     shadowing_decorrelation_m: float = 20.0
-    noise_std_db: float = 1.0
+    noise_std_db: Range = (0.5, 3.0)
+    # The weakest floor_fraction of each frame's cells read NaN (a receiver floor as a quantile, like a ray tracer
+    # that finds no path there); drawn per sample. 0 = off (training adds its own random floor by default).
+    floor_fraction: Range = 0.0
     floor_db: float | None = None
     measured_fraction: float = 1.0
     sparsity_mode: str = "random"
@@ -56,7 +101,14 @@ class SimConfig:
     min_distance_m: float = 1.0
 
     def __post_init__(self) -> None:
+        for name in RANGE_FIELDS:
+            setattr(self, name, _as_range(name, getattr(self, name)))
         self.validate()
+
+    def span(self, name: str) -> tuple[float, float]:
+        """(low, high) of a range field; a single value v gives (v, v)."""
+        value = getattr(self, name)
+        return (value, value) if isinstance(value, float) else value
 
     def validate(self) -> None:
         """Raise ConfigError (one line) on the first invalid value."""
@@ -83,9 +135,20 @@ class SimConfig:
             self.style == "mixed" or self.style in STYLES,
             f"style must be 'mixed' or one of {STYLES}, got {self.style!r}",
         )
-        for name in ("wall_loss_db", "indoor_loss_db_per_m", "shadowing_std_db", "noise_std_db"):
+        for name in RANGE_FIELDS:
+            if getattr(self, name) is None:
+                continue
+            lo, hi = self.span(name)
+            need(math.isfinite(lo) and math.isfinite(hi) and lo >= 0, f"{name} must be >= 0, got {lo}, {hi}")
+            need(lo <= hi, f"{name}: low must be <= high, got [{lo}, {hi}]")
+        need(self.span("floor_fraction")[1] < 1, f"floor_fraction must be < 1, got {self.floor_fraction}")
+        for name in ("roof_opaque_probability", "canyon_probability"):
             value = getattr(self, name)
-            need(math.isfinite(value) and value >= 0, f"{name} must be >= 0, got {value}")
+            need(0 <= value <= 1, f"{name} must be in [0, 1], got {value}")
+        need(
+            math.isfinite(self.roof_opaque_loss_db) and self.roof_opaque_loss_db >= 0,
+            f"roof_opaque_loss_db must be >= 0, got {self.roof_opaque_loss_db}",
+        )
         need(self.shadowing_decorrelation_m > 0, "shadowing_decorrelation_m must be > 0")
         need(self.floor_db is None or math.isfinite(self.floor_db), "floor_db must be a number or null")
         need(
@@ -132,11 +195,15 @@ class SimConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict of all fields (YAML/JSON friendly); round-trips through from_dict."""
-        return dataclasses.asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
 
 def _coerce(key: str, value: Any, default: Any) -> Any:
     """Convert YAML scalars to the type of the default, with a one-line error on failure."""
+    if key in RANGE_FIELDS:
+        if value is None and key == "roof_loss_db":
+            return None
+        return _as_range(key, value)
     if key == "floor_db":
         if value is None:
             return None
@@ -157,3 +224,19 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
     except (TypeError, ValueError):
         raise ConfigError(f"invalid sim config: {key} must be {type(default).__name__}, got {value!r}") from None
     return value
+
+
+def _as_range(name: str, value: Any) -> Any:
+    """A number -> float; a [low, high] pair -> (float, float); None stays (roof_loss_db). ConfigError otherwise."""
+    if value is None and name == "roof_loss_db":
+        return None
+    try:
+        if isinstance(value, (list, tuple)):
+            if len(value) != 2 or any(isinstance(v, bool) for v in value):
+                raise TypeError
+            return (float(value[0]), float(value[1]))
+        if isinstance(value, bool):
+            raise TypeError
+        return float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"invalid sim config: {name} must be a number or a [low, high] pair, got {value!r}") from None

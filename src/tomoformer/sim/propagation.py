@@ -2,8 +2,11 @@
 
 Deterministic part (``path_gain_db``), in dB path gain (negative numbers):
 
-    gain = -FSPL(d_3D, f) - wall_loss_db * (#buildings entered) - indoor_loss_db_per_m * (metres indoors)
+    gain = -FSPL(d_3D, f) - wall_loss_db * (#entries through a wall) - roof_loss_db * (#entries through a roof)
+           - indoor_loss_db_per_m * (metres indoors)
 
+with the losses of each map's own physics draw (``tomoformer.sim.physics``); street-canyon light is added on top
+(``tomoformer.sim.canyon``).
 A building sample blocks the straight tx->rx ray only where it is taller than the ray there (2.5D).
 Per map, the building heights are resampled on ``n_angles`` rays x ``n_radii`` radii (step
 ``radial_step_cells``). Whether a sample at radius r' with height b is "inside" depends on the receiver
@@ -26,12 +29,14 @@ Frames are processed in cache-sized chunks of frames with similar ray lengths; t
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from functools import lru_cache
 
 import torch
 from scipy.fft import next_fast_len
 
 from tomoformer.sim.config import SimConfig
+from tomoformer.sim.physics import Physics, fixed_physics, frame_values
 from tomoformer.sim.polar import outside_extent, polar_heights, radii_needed, resample_to_grid, table_extent
 
 SPEED_OF_LIGHT = 299_792_458.0
@@ -46,19 +51,37 @@ def fspl_db(distance_m: torch.Tensor, frequency_hz: float) -> torch.Tensor:
     return 20.0 * torch.log10(distance_m) + 20.0 * math.log10(4 * math.pi * frequency_hz / SPEED_OF_LIGHT)
 
 
-def path_gain_db(heights: torch.Tensor, tx_pos: torch.Tensor, config: SimConfig) -> torch.Tensor:
-    """Deterministic path gain of every cell for every transmitter.
+def path_gain_db(
+    heights: torch.Tensor, tx_pos: torch.Tensor, config: SimConfig, physics: Sequence[Physics] | None = None
+) -> torch.Tensor:
+    """Deterministic path gain float32 [B, T, H, W] dB (``path_gain_and_loss_db`` without the loss)."""
+    return path_gain_and_loss_db(heights, tx_pos, config, physics, with_loss=False)[0]
+
+
+def path_gain_and_loss_db(
+    heights: torch.Tensor,
+    tx_pos: torch.Tensor,
+    config: SimConfig,
+    physics: Sequence[Physics] | None = None,
+    with_loss: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Deterministic path gain of every cell for every transmitter (no canyon light: ``tomoformer.sim.canyon``).
 
     heights: [B, H, W] building heights in metres (0 = open); tx_pos: [B, T, 3] (row, col in cells,
     height in metres; may lie outside the grid), best given on the CPU: the chunk plan is made from a host
-    copy, so a CPU tx_pos never makes the device queue wait. Returns float32 [B, T, H, W] dB (<= 0 far
-    from tx) on heights' device. Uses config.cell_size_m, frequency_hz, rx_height_m, wall_loss_db,
-    indoor_loss_db_per_m, n_angles, radial_step_cells and min_distance_m.
+    copy, so a CPU tx_pos never makes the device queue wait. ``physics``: one draw per map (wall, roof and
+    indoor loss; ``tomoformer.sim.physics``), default ``fixed_physics(config)`` for all. Returns float32
+    [B, T, H, W] dB (<= 0 far from tx) on heights' device, and (``with_loss``, else None) the part of its
+    loss due to buildings, [B, T, H, W] dB >= 0 (0 = line of sight). Also uses config.cell_size_m,
+    frequency_hz, rx_height_m, n_angles, radial_step_cells and min_distance_m.
     """
     B, H, W = heights.shape
     T = tx_pos.shape[1]
     A, step = config.n_angles, config.radial_step_cells
     device = heights.device
+    physics = [fixed_physics(config)] * B if physics is None else list(physics)
+    if len(physics) != B:
+        raise ValueError(f"physics has {len(physics)} entries for {B} maps")
     heights = heights.float()
     tx_host = tx_pos.detach().to("cpu", torch.float32).reshape(B * T, 3)
     # Rays start at the transmitter's cell centre; FSPL below uses the exact position.
@@ -70,7 +93,18 @@ def path_gain_db(heights: torch.Tensor, tx_pos: torch.Tensor, config: SimConfig)
     need_sorted = need[order_host].tolist()
     tx_host, origin_host = tx_host[order_host], origin_host[order_host]
     below = (tx_host[:, 2] < config.rx_height_m).tolist()
-    order, tx, origin = (to_device(t, device) for t in (order_host, tx_host, origin_host))
+    # Per-frame losses in the sorted order: wall, indoor per polar step, roof minus wall (0: roofs are walls).
+    cell_step = step * config.cell_size_m
+    losses_host = torch.stack(
+        [
+            frame_values(physics, T, "wall_loss_db", torch.device("cpu")),
+            frame_values(physics, T, "indoor_loss_db_per_m", torch.device("cpu")) * cell_step,
+            frame_values(physics, T, "roof_loss_db", torch.device("cpu"))
+            - frame_values(physics, T, "wall_loss_db", torch.device("cpu")),
+        ]
+    )[:, order_host]
+    roofs = (losses_host[2] != 0).tolist()
+    order, tx, origin, losses = (to_device(t, device) for t in (order_host, tx_host, origin_host, losses_host))
     owner = order // T  # which map each sorted frame looks at
     # GPUs want few large launches; CPUs want chunks that stay in cache.
     limit = _MAX_POLAR_ELEMENTS if device.type == "cpu" else _MAX_POLAR_ELEMENTS_DEVICE
@@ -81,8 +115,16 @@ def path_gain_db(heights: torch.Tensor, tx_pos: torch.Tensor, config: SimConfig)
         n_radii = need_sorted[min(i + frames, B * T) - 1]
         far = outside_extent(origin_host[sl], H, W)
         b = polar_heights(heights, owner[sl], origin[sl], n_radii, A, step, far=far)
-        loss_fn = _loss_general if any(below[sl]) else _loss_tx_above
-        loss = loss_fn(b, tx[sl, 2], config)
+        wall, indoor, roof = (v[sl, None, None] for v in losses)
+        if all(below[sl]) or (any(below[sl]) and not any(roofs[sl])):
+            loss = _loss_general(b, tx[sl, 2], config, wall, indoor)
+        elif any(below[sl]):
+            # Mixed chunk with roofs: only the tx-above kernel knows roofs, only the general one low transmitters.
+            low = torch.tensor([j for j, v in enumerate(below[sl]) if v], device=device)
+            general = _loss_general(b[low], tx[sl, 2][low], config, wall[low], indoor[low])
+            loss = _loss_tx_above(b, tx[sl, 2], config, wall, indoor, roof).index_copy_(0, low, general)
+        else:
+            loss = _loss_tx_above(b, tx[sl, 2], config, wall, indoor, roof if any(roofs[sl]) else None)
         resample_to_grid(loss, origin[sl], extra[sl], step, ext=table_extent(origin_host[sl], H, W))
 
     # Free-space loss from the exact position; squared distances are separable in rows and columns.
@@ -93,7 +135,12 @@ def path_gain_db(heights: torch.Tensor, tx_pos: torch.Tensor, config: SimConfig)
     d2 = (dy2 + dh2) + dx2
     fspl_1m = 20.0 * math.log10(4 * math.pi * config.frequency_hz / SPEED_OF_LIGHT)
     sorted_gain = d2.clamp_min_(config.min_distance_m**2).log10_().mul_(-10.0).sub_(fspl_1m).sub_(extra)
-    return torch.empty_like(extra).index_copy_(0, order, sorted_gain).reshape(B, T, H, W)
+    # Back to the input order: a gather by the inverse permutation copies whole frames (cheaper than index_copy_).
+    inverse = torch.empty_like(order).scatter_(0, order, torch.arange(len(order), device=device))
+    gain = sorted_gain.index_select(0, inverse).reshape(B, T, H, W)
+    if not with_loss:
+        return gain, None
+    return gain, extra.index_select(0, inverse).reshape(B, T, H, W)
 
 
 def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -103,10 +150,18 @@ def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
     return tensor.to(device)
 
 
-def _loss_tx_above(b: torch.Tensor, h_tx: torch.Tensor, config: SimConfig) -> torch.Tensor:
+def _loss_tx_above(
+    b: torch.Tensor,
+    h_tx: torch.Tensor,
+    config: SimConfig,
+    wall: torch.Tensor,
+    indoor: torch.Tensor,
+    roof: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Polar loss [F, n_radii + 1, A] for h_tx >= h_rx (the usual case): I_k = [k, e_k), one entry interval.
 
-    b: polar heights [F, n_radii, A] (overwritten); h_tx: [F] metres. Row n_radii of the result is junk.
+    b: polar heights [F, n_radii, A] (overwritten); h_tx: [F] metres; wall, indoor (dB per polar step) and
+    roof (roof minus wall loss, dB; None = 0) [F, 1, 1]. Row n_radii of the result is junk.
     e_k = ceil(R_c / step) with R_c = r_k (h_tx - h_rx) / (h_tx - b) (inf when b >= h_tx); it is <= k,
     i.e. the interval is empty, exactly when b <= h_rx, so no case analysis is needed.
 
@@ -120,11 +175,20 @@ def _loss_tx_above(b: torch.Tensor, h_tx: torch.Tensor, config: SimConfig) -> to
 
     with u_(-1) = 0, g_(-1) = 1 and g_(n-1) = 0. All indicators are 0/1 floats computed by clamping
     differences of the integer-valued e, which is cheaper than boolean masks.
+
+    Roofs: the entry at e_k (sample k + 1 entered right after the ray passed over sample k) goes through a roof
+    when b_(k+1) <= b_k (a flat roof, or a step down), else through a wall (a step up). It costs
+    wall + q_k with q_k = roof [b_(k+1) <= b_k], so scatter_k gains u_k (q_k g_k - u_(k-1) q_(k-1) g_(k-1));
+    entries at k itself (u_(k-1) = 0: from open ground) are always walls.
     """
     F, n_radii, A = b.shape
-    indoor = config.indoor_loss_db_per_m * config.radial_step_cells * config.cell_size_m
-    wall = config.wall_loss_db
     k = torch.arange(n_radii, device=b.device, dtype=torch.float32)[:, None]
+    cost = None
+    if roof is not None:
+        # cost[:, k + 1] = wall + q_k, the price of the entry charged at e_k (k = -1 and n - 1: walls, unused)
+        cost = torch.empty(F, n_radii + 1, A, device=b.device)
+        cost[:, 0::n_radii] = wall
+        torch.where(b[:, 1:] <= b[:, :-1], wall + roof, wall, out=cost[:, 1:n_radii])
     h_tx = h_tx[:, None, None]
     # A positive numerator even when h_tx == h_rx, so that b >= h_tx (denominator clamped to 1e-30) gives a
     # huge e (clamped to n_radii) while b < h_tx (a float32 difference >> 1e-18) still gives e <= k as a
@@ -143,7 +207,14 @@ def _loss_tx_above(b: torch.Tensor, h_tx: torch.Tensor, config: SimConfig) -> to
     g[:, n_radii] = 0.0
     torch.sub(e[:, 1:], e[:, :-1], out=g[:, 1:n_radii]).clamp_(0.0, 1.0)
     uk = u[:, 1:]
-    scatter = torch.sub(g[:, 1:], g[:, :-1]).mul_(wall).sub_(indoor).mul_(uk)
+    if cost is None:
+        scatter = torch.sub(g[:, 1:], g[:, :-1]).mul_(wall)
+    else:
+        # (wall + q_k) g_k - (wall + q_(k-1)) g_(k-1): the u_(k-1) factor of the docstring can go, since
+        # u_k = 1 and u_(k-1) = 0 mean b_k > h_rx >= b_(k-1), so q_(k-1) = 0 anyway.
+        cg = cost.mul_(g)
+        scatter = torch.sub(cg[:, 1:], cg[:, :-1])
+    scatter.sub_(indoor).mul_(uk)
     hist = torch.empty(F, n_radii + 1, A, device=b.device)
     hist[:, n_radii] = 0.0
     torch.mul(u[:, :-1], -wall, out=hist[:, :n_radii]).add_(indoor + wall).mul_(uk)
@@ -151,8 +222,14 @@ def _loss_tx_above(b: torch.Tensor, h_tx: torch.Tensor, config: SimConfig) -> to
     return hist.cumsum_(1)
 
 
-def _loss_general(b: torch.Tensor, h_tx: torch.Tensor, config: SimConfig) -> torch.Tensor:
-    """Polar loss [F, n_radii + 1, A] for any sign of h_tx - h_rx; intervals I_k = [s_k, e_k) (module docstring)."""
+def _loss_general(
+    b: torch.Tensor, h_tx: torch.Tensor, config: SimConfig, wall: torch.Tensor, indoor: torch.Tensor
+) -> torch.Tensor:
+    """Polar loss [F, n_radii + 1, A] for any sign of h_tx - h_rx; intervals I_k = [s_k, e_k) (module docstring).
+
+    wall, indoor (dB per polar step): [F, 1, 1]. Roofs cost as walls here: this path runs for chunks with a
+    transmitter below the receivers, whose rays climb and so never enter a building through its roof.
+    """
     F, n_radii, A = b.shape
     step, h_rx = config.radial_step_cells, config.rx_height_m
     k = torch.arange(n_radii, device=b.device)[:, None].expand(b.shape)
@@ -173,8 +250,6 @@ def _loss_general(b: torch.Tensor, h_tx: torch.Tensor, config: SimConfig) -> tor
     prev_e = torch.nn.functional.pad(end[:, :-1], (0, 0, 1, 0))
     e1 = torch.minimum(end, prev_s).clamp_min(start)
     s2 = torch.maximum(start, prev_e).clamp_max(end)
-    indoor = config.indoor_loss_db_per_m * step * config.cell_size_m
-    wall = config.wall_loss_db
     inside = (end > start).float()
     first = (e1 > start).float()
     second = (end > s2).float()
@@ -230,9 +305,11 @@ def shadowing_db(
 
 
 def shadowing_from_noise(
-    noise: torch.Tensor, H: int, W: int, std_db: float, decorrelation_cells: float
+    noise: torch.Tensor, H: int, W: int, std_db: float | torch.Tensor, decorrelation_cells: float
 ) -> torch.Tensor:
     """Fields [2 M, H, W] dB from standard normal draws [M, 2, L1, L2] (``shadowing_noise_shape``).
+
+    std_db: one std for all, or [M, 1, 1] (one per pair of fields).
 
     Circulant embedding: one complex FFT gives two independent fields (real and imaginary parts).
     """

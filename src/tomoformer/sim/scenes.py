@@ -23,6 +23,12 @@ from tomoformer.sim.meshes import TriangleMesh, extrude_heights, ground_plane, r
 BUILDING_MATERIALS: tuple[str, ...] = ("concrete", "brick", "glass")
 MATERIAL_PROBS: tuple[float, ...] = (0.5, 0.35, 0.15)
 GROUND_MATERIAL = "concrete"
+# Every ITU-R P.2040 material name sionna-rt 2.x knows (sionna/rt/radio_materials/itu.py), for --material.
+ITU_MATERIALS: tuple[str, ...] = (
+    "concrete", "brick", "plasterboard", "wood", "glass", "clear_acrylic", "ceiling_board", "chipboard", "plywood",
+    "marble", "floorboard", "vinyl_tile", "carpet_tile", "asphalt_concrete", "metal", "very_dry_ground",
+    "medium_dry_ground", "wet_ground",
+)  # fmt: skip
 # The flat real-city scenes shipped with sionna-rt (name = folder and XML name in sionna/rt/scenes). Hilly
 # san_francisco is left out: one horizontal measurement plane cannot follow its terrain.
 REAL_SCENES: tuple[str, ...] = ("munich", "etoile", "florence")
@@ -67,13 +73,15 @@ def write_city_scene(
     materials: np.ndarray,
     ground_margin_m: float,
     thickness_m: float = 0.3,
+    names: tuple[str, ...] = BUILDING_MATERIALS,
 ) -> Path:
     """Extrude ``heights`` [H, W] metres (tile south-west corner at the origin) into ``directory`` as PLY files
-    plus ``scene.xml``; the ground plane reaches ``ground_margin_m`` beyond the tile on every side."""
+    plus ``scene.xml``; the ground plane reaches ``ground_margin_m`` beyond the tile on every side. ``materials``
+    indexes ``names`` (ITU material names), per cell; walls and roofs of a building share its material."""
     H, W = heights.shape
     shapes = []
     for index, mesh in extrude_heights(heights, cell, materials).items():
-        name = BUILDING_MATERIALS[index]
+        name = names[index]
         write_ply(directory / f"buildings-{name}.ply", mesh)
         shapes.append((f"buildings-{name}", f"buildings-{name}.ply", name))
     m = ground_margin_m

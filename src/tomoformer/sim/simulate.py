@@ -1,9 +1,10 @@
 """Dataset-level simulation: cities, transmitters, propagation, shadowing, noise, floor and sparsity.
 
-Sample i of a dataset with seed s depends only on (s, i): every random draw comes from generators seeded
-by ``numpy.random.SeedSequence([s, i])`` (a NumPy generator for the city and transmitters, a torch generator
-for shadowing, noise and random sparsity), so splitting a dataset into batches (or resuming) gives identical
-arrays on CPU. The device work of many samples may run in one batch: the draws stay per sample.
+Sample i of a dataset with seed s depends only on (s, i): every random draw comes from generators seeded by
+``numpy.random.SeedSequence([s, i])`` (a NumPy generator for the city and transmitters, a second one for the
+sample's physics, a torch generator for shadowing, noise and random sparsity), so splitting a dataset into batches
+(or resuming) gives identical arrays on CPU. The device work of many samples may run in one batch: the draws stay
+per sample.
 """
 
 from __future__ import annotations
@@ -18,9 +19,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from tomoformer.sim.cities import STYLES, make_city, outdoor_component, street_walks
+from tomoformer.sim.canyon import canyon_light
+from tomoformer.sim.cities import STYLES, draw_style, make_city, outdoor_component, street_walks
 from tomoformer.sim.config import SimConfig
-from tomoformer.sim.propagation import path_gain_db, shadowing_from_noise, shadowing_noise_shape, to_device
+from tomoformer.sim.geometry_source import GeometrySource
+from tomoformer.sim.physics import Physics, draw_physics, frame_values
+from tomoformer.sim.propagation import path_gain_and_loss_db, shadowing_from_noise, shadowing_noise_shape, to_device
 
 
 def dataset_attrs(config: SimConfig) -> dict[str, Any]:
@@ -42,6 +46,7 @@ def simulate_samples(
     count: int,
     device: str | torch.device = "cpu",
     batched: bool | None = None,
+    geometry: GeometrySource | None = None,
 ) -> dict[str, np.ndarray]:
     """Simulate samples ``start .. start + count - 1`` of the dataset defined by (config, seed).
 
@@ -51,7 +56,8 @@ def simulate_samples(
 
     ``batched`` (default: on every device but the CPU) runs the device work for many samples at once
     (``_simulate_batched``); otherwise samples run one by one (on CPU on parallel threads). Both draw
-    the same numbers, so they agree to float rounding.
+    the same numbers, so they agree to float rounding. ``geometry`` (tomoformer.sim.geometry_source) gives the
+    heights of sample i (tile i mod N of a geometry store, group = its source) instead of a procedural city.
     """
     if seed < 0 or start < 0 or count < 0:
         raise ValueError("seed, start and count must be >= 0")
@@ -68,14 +74,14 @@ def simulate_samples(
         "group": np.empty((count,), np.int16),
     }
     if batched:
-        _simulate_batched(config, seed, start, count, device, out)
+        _simulate_batched(config, seed, start, count, device, out, geometry)
         return out
     # On CPU, samples run on parallel threads with single-threaded torch ops: a sample's ops are too small
     # to split well across cores. Each sample has its own generators, so the result does not depend on it.
     workers = min(count, torch.get_num_threads()) if device.type == "cpu" else 1
 
     def one(index: int) -> tuple[_Sample, np.ndarray]:
-        sample = _prepare(config, seed, index)
+        sample = _prepare(config, seed, index, geometry)
         return sample, _signals(config, [sample], device)[0].cpu().numpy()
 
     with _torch_threads(1 if workers > 1 else None), ThreadPoolExecutor(max(workers, 1)) as pool:
@@ -86,7 +92,13 @@ def simulate_samples(
 
 
 def _simulate_batched(
-    config: SimConfig, seed: int, start: int, count: int, device: torch.device, out: dict[str, np.ndarray]
+    config: SimConfig,
+    seed: int,
+    start: int,
+    count: int,
+    device: torch.device,
+    out: dict[str, np.ndarray],
+    geometry: GeometrySource | None = None,
 ) -> None:
     """Fill ``out`` with batches of samples whose device work runs as one: cities and transmitters are drawn on
     host threads a few batches ahead, the device queue never waits on the host inside the loop."""
@@ -105,7 +117,7 @@ def _simulate_batched(
             while len(ahead) < 3 and b + len(ahead) < len(starts):
                 lo = starts[b + len(ahead)]
                 stop = min(lo + per_batch, start + count)
-                ahead.append([pool.submit(_prepare, config, seed, index) for index in range(lo, stop)])
+                ahead.append([pool.submit(_prepare, config, seed, index, geometry) for index in range(lo, stop)])
             samples = [future.result() for future in ahead.popleft()]
             batch = _signals(config, samples, device)
             i = first - start
@@ -119,6 +131,9 @@ def _simulate_batched(
 # Frame-cells (T * H * W, summed over samples) per batch: ~15 float32 temporaries of this size live at once.
 _BATCH_CELLS = {True: 1 << 22, False: 1 << 26}  # keyed by "device is the CPU"
 _MIN_BATCHES = 4
+_CANYON_BLOCK_M = 4.0
+# Building loss above which a cell counts as shadowed: float32 cumsums leave up to ~0.01 dB in line-of-sight cells.
+_SHADOW_DB = 0.05
 
 
 @contextmanager
@@ -144,28 +159,40 @@ class _Sample:
     style: str
     torch_seed: int  # seeds the sample's torch generator: shadowing, noise, random sparsity, in this order
     visited: np.ndarray | None  # bool [T, H, W] cells of the drive tests (sparsity_mode "path")
+    physics: Physics  # this sample's draw of the config's ranges
+    group: int | None = None  # the geometry source's group; None: the style's index
 
     def store(self, out: dict[str, np.ndarray], i: int, rx_height_m: float) -> None:
         """Write everything but the signals to row i of the output arrays."""
         out["buildings"][i] = self.heights > rx_height_m
         out["heights"][i] = self.heights
         out["tx_pos"][i] = self.tx_pos
-        out["group"][i] = STYLES.index(self.style)
+        out["group"][i] = STYLES.index(self.style) if self.group is None else self.group
 
 
-def _prepare(config: SimConfig, seed: int, index: int) -> _Sample:
+def _prepare(config: SimConfig, seed: int, index: int, geometry: GeometrySource | None = None) -> _Sample:
     seq = np.random.SeedSequence([seed, index])
-    rng = np.random.default_rng(seq.spawn(1)[0])
+    # Child 0 draws the layout (as before physics was randomised), child 1 the physics.
+    city_seq, physics_seq = seq.spawn(2)
+    rng = np.random.default_rng(city_seq)
     torch_seed = int(seq.generate_state(1, np.uint64)[0] >> np.uint64(1))
-    style = config.styles[int(rng.integers(len(config.styles)))]
-    heights = make_city(style, config.size, rng, config.cell_size_m)
+    if geometry is None:
+        style, group = draw_style(config.styles, rng), None  # weighted for "mixed" (cities.MIXED_WEIGHTS)
+        heights = make_city(style, config.size, rng, config.cell_size_m)
+    else:  # given geometry: the same draws of transmitters and physics, on the given heights
+        style, group, heights = "", geometry.group(index), geometry.heights(index)
     free = outdoor_component(heights, config.rx_height_m)
     tx_pos = sample_tx(config, heights, free, rng)
     visited = None
     if config.measured_fraction < 1 and config.sparsity_mode == "path":
         # One drive test per frame through the street network, until k distinct cells are visited.
         _, visited = street_walks(free, config.frames, None, rng, target_cells=_measured_cells(config))
-    return _Sample(heights, free, tx_pos, style, torch_seed, visited)
+    physics = draw_physics(config, np.random.default_rng(physics_seq))
+    return _Sample(heights, free, tx_pos, style, torch_seed, visited, physics, group)
+
+
+# Path gain below this is "nothing received" (NaN) whatever floor_db says; far under any receiver's noise floor.
+NOTHING_RECEIVED_DB = -250.0
 
 
 def _signals(config: SimConfig, samples: list[_Sample], device: torch.device) -> torch.Tensor:
@@ -174,25 +201,48 @@ def _signals(config: SimConfig, samples: list[_Sample], device: torch.device) ->
     Each sample's random numbers come from its own generator, drawn in the same order whatever the batch.
     """
     S, T, n = len(samples), config.frames, config.size
+    physics = [s.physics for s in samples]
     heights = to_device(torch.from_numpy(np.stack([s.heights for s in samples])), device)
-    gain = path_gain_db(heights, torch.from_numpy(np.stack([s.tx_pos for s in samples])), config)
+    tx_pos = torch.from_numpy(np.stack([s.tx_pos for s in samples]))
+    canyon = any(p.canyon for p in physics)
+    gain, loss = path_gain_and_loss_db(heights, tx_pos, config, physics, with_loss=canyon)
+    if canyon:
+        corner, per_m = (frame_values(physics, 1, k, device) for k in ("canyon_corner_loss_db", "canyon_loss_db_per_m"))
+        outdoor = heights <= config.rx_height_m
+        # Street-scale light: scans on ~4 m blocks (2 x 2 cells of 2 m) cost a quarter of full resolution.
+        coarse = max(1, round(_CANYON_BLOCK_M / config.cell_size_m))
+        gain = canyon_light(
+            gain, outdoor, corner, per_m * config.cell_size_m, shadowed=loss > _SHADOW_DB, coarse=coarse
+        )
     gens = [torch.Generator(device=device) for _ in samples]
     for gen, sample in zip(gens, samples, strict=True):
         gen.manual_seed(sample.torch_seed)
-    if config.shadowing_std_db > 0:
+    # Samples with a zero std skip their draws, so that a fixed config draws as before ranges existed.
+    shadow_std = [p.shadowing_std_db for p in physics]
+    if any(v > 0 for v in shadow_std):
         corr_cells = config.shadowing_decorrelation_m / config.cell_size_m
-        noise = torch.empty((S, *shadowing_noise_shape(T, n, n, corr_cells)), device=device)
+        noise = torch.zeros((S, *shadowing_noise_shape(T, n, n, corr_cells)), device=device)
         for s, gen in enumerate(gens):
-            noise[s].normal_(generator=gen)
-        fields = shadowing_from_noise(noise.flatten(0, 1), n, n, config.shadowing_std_db, corr_cells)
+            if shadow_std[s] > 0:
+                noise[s].normal_(generator=gen)
+        rows = noise.shape[1]
+        std = frame_values(physics, rows, "shadowing_std_db", device).view(-1, 1, 1)
+        fields = shadowing_from_noise(noise.flatten(0, 1), n, n, std, corr_cells)
         gain += fields.view(S, -1, n, n)[:, :T]
-    if config.noise_std_db > 0:
-        noise = torch.empty_like(gain)
+    noise_std = [p.noise_std_db for p in physics]
+    if any(v > 0 for v in noise_std):
+        noise = torch.zeros_like(gain)
         for s, gen in enumerate(gens):
-            noise[s].normal_(generator=gen)
-        gain += config.noise_std_db * noise
-    if config.floor_db is not None:
-        gain = torch.where(gain < config.floor_db, float("nan"), gain)
+            if noise_std[s] > 0:
+                noise[s].normal_(generator=gen)
+        gain += frame_values(physics, 1, "noise_std_db", device).view(S, 1, 1, 1) * noise
+    fractions = [p.floor_fraction for p in physics]
+    if any(q > 0 for q in fractions):
+        gain = _quantile_floor(gain, fractions)
+    # Deep inside 100 m blocks of real cities the multi-wall sum reaches -600 dB: no receiver hears that, and
+    # stores must stay within the value range every reader accepts (data.integrity.DB_RANGE).
+    floor_db = max(config.floor_db, NOTHING_RECEIVED_DB) if config.floor_db is not None else NOTHING_RECEIVED_DB
+    gain = torch.where(gain < floor_db, float("nan"), gain)
     if config.measured_fraction < 1:
         if config.sparsity_mode == "path":
             mask = to_device(torch.from_numpy(np.stack([s.visited for s in samples])), device)
@@ -205,6 +255,18 @@ def _signals(config: SimConfig, samples: list[_Sample], device: torch.device) ->
             mask.scatter_(1, u.view(S * T, -1).argsort(dim=1)[:, : _measured_cells(config)], True)
         gain = torch.where(mask.view(S, T, n, n), gain, float("nan"))
     return gain
+
+
+def _quantile_floor(gain: torch.Tensor, fractions: list[float]) -> torch.Tensor:
+    """gain [S, T, H, W] with the weakest fractions[s] of every frame of sample s set to NaN."""
+    S, T = gain.shape[:2]
+    flat = gain.reshape(S, T, -1)
+    for s, q in enumerate(fractions):
+        k = int(q * flat.shape[-1])
+        if k > 0:
+            level = flat[s].kthvalue(k, dim=1, keepdim=True).values
+            flat[s].masked_fill_(flat[s] <= level, float("nan"))
+    return flat.view_as(gain)
 
 
 def _measured_cells(config: SimConfig) -> int:

@@ -46,7 +46,9 @@ class RayOptions:
 
     ``samples_per_tx`` rays are shot per transmitter: far cells of a large tile see few of them, so they
     are noisier or NaN (nothing arrived). Diffraction and refraction are used where the installed
-    sionna-rt supports them. ``wall_thickness_m`` is the ITU slab thickness of the procedural buildings.
+    sionna-rt supports them. ``wall_thickness_m`` is the ITU slab thickness of the procedural buildings, and
+    ``building_material`` their ITU material (tomoformer.sim.scenes.ITU_MATERIALS; "mixed": drawn per building
+    from BUILDING_MATERIALS).
     """
 
     samples_per_tx: int = 1_000_000
@@ -54,6 +56,17 @@ class RayOptions:
     diffraction: bool = True
     refraction: bool = True
     wall_thickness_m: float = 0.3
+    building_material: str = "mixed"
+
+    def __post_init__(self) -> None:
+        from tomoformer.sim.scenes import ITU_MATERIALS
+
+        if self.building_material != "mixed" and self.building_material not in ITU_MATERIALS:
+            raise ConfigError(
+                f"--material {self.building_material!r}: expected mixed or an ITU material: {', '.join(ITU_MATERIALS)}"
+            )
+        if not 0 < self.wall_thickness_m < 10:
+            raise ConfigError(f"--wall-thickness-m {self.wall_thickness_m}: expected metres in (0, 10)")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -188,7 +201,7 @@ def radio_maps(
     to boxes with ITU materials drawn per building from ``seed`` (tomoformer.sim.scenes), on a concrete
     ground plane that reaches past the farthest transmitter, and written to a temporary Mitsuba scene.
     """
-    from tomoformer.sim.scenes import building_materials, write_city_scene
+    from tomoformer.sim.scenes import BUILDING_MATERIALS, building_materials, write_city_scene
 
     options = options or RayOptions()
     _, rt = import_sionna(device)
@@ -197,11 +210,15 @@ def radio_maps(
     cell = config.cell_size_m
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0x5107]))
     materials = building_materials(heights, rng)
+    names = BUILDING_MATERIALS
+    if options.building_material != "mixed":
+        materials, names = np.zeros_like(materials), (options.building_material,)
     # Ground to the farthest transmitter plus 10 cells, so that ground reflections reach the whole tile.
     tx = np.asarray(tx, np.float64)
     reach = max(0.0, float(np.max(-tx[:, :2], initial=0.0)), float(np.max(tx[:, :2] - [H - 1, W - 1], initial=0.0)))
     with tempfile.TemporaryDirectory(prefix="tomoformer-scene-") as tmp:
-        xml = write_city_scene(Path(tmp), heights, cell, materials, (reach + 10) * cell, options.wall_thickness_m)
+        margin = (reach + 10) * cell
+        xml = write_city_scene(Path(tmp), heights, cell, materials, margin, options.wall_thickness_m, names)
         scene = rt.load_scene(str(xml))
         return trace(
             rt, scene, (0.0, 0.0), (H, W), tx_to_world(tx, H, cell, (0.0, 0.0), 0.0), config, options, 0.0, seed
@@ -236,12 +253,15 @@ def sionna_samples(
     device: str = "cpu",
     options: RayOptions | None = None,
     scene: str | None = None,
+    geometry: Any = None,
 ) -> dict[str, np.ndarray]:
     """Ray-traced samples ``start .. start + count - 1``: the arrays of ``simulate_samples`` (signals float32
     [count, T, H, W] dB, buildings uint8, heights float32 m, tx_pos float32 [count, T, 3], group int16).
 
     Procedural (``scene=None``): sample i is the fast simulator's city and transmitters for (seed, i), group =
-    style index. ``scene`` ('munich', ...): a random tile of that real city, group = index in REAL_SCENES.
+    style index; with ``geometry`` (tomoformer.sim.geometry_source.GeometrySource) the heights of its tile i mod N
+    instead, group = the tile's source. ``scene`` ('munich', ...): a random tile of that real city, group = index
+    in REAL_SCENES.
     No shadowing is added (the ray tracer makes its own); noise_std_db, floor_db and the sparsity settings
     of ``config`` apply as in the fast simulator, drawn from the sample's own generator.
     """
@@ -263,8 +283,9 @@ def sionna_samples(
         seq = np.random.SeedSequence([seed, index])
         ray_seed = int(np.random.SeedSequence([seed, index, 1]).generate_state(1, np.uint32)[0] >> 1)
         if scene is None:
-            sample = _prepare(config, seed, index)
-            heights, tx, visited, group = sample.heights, sample.tx_pos, sample.visited, STYLES.index(sample.style)
+            sample = _prepare(config, seed, index, geometry)
+            group = STYLES.index(sample.style) if sample.group is None else sample.group
+            heights, tx, visited = sample.heights, sample.tx_pos, sample.visited
             gain = radio_maps(heights, tx, config, options, ray_seed, device)
         else:
             real = load_real_scene(scene)
@@ -303,11 +324,13 @@ def _rt_scene(xml: str, device: str) -> Any:
 
 def _observe(gain: np.ndarray, config: SimConfig, rng: np.random.Generator, visited: np.ndarray | None) -> np.ndarray:
     """Measurement noise, floor and sparsity of ``config`` applied to ray-traced gain [T, H, W] dB."""
+    from tomoformer.sim.physics import draw_value
     from tomoformer.sim.simulate import _measured_cells
 
     gain = gain.astype(np.float32, copy=True)
-    if config.noise_std_db > 0:
-        gain += config.noise_std_db * rng.standard_normal(gain.shape).astype(np.float32)
+    noise_std_db = draw_value(config, "noise_std_db", rng)  # a range draws one std per sample
+    if noise_std_db > 0:
+        gain += noise_std_db * rng.standard_normal(gain.shape).astype(np.float32)
     if config.floor_db is not None:
         gain[gain < config.floor_db] = np.nan
     if config.measured_fraction < 1:

@@ -25,6 +25,16 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         with atomic_path(path) as tmp:
             torch.save(checkpoint, tmp)
 
+    def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
+        """Lightning's loading, always with ``weights_only=True`` (``--resume`` reads a file from disk, which may
+        not be ours); a file that needs unpickling is refused with one line, never with advice to unpickle it."""
+        from tomoformer.checkpoint import refusal
+
+        try:
+            return super().load_checkpoint(path, map_location=map_location, weights_only=True)
+        except Exception as err:
+            raise refusal(path, err) from None
+
 
 def _is_local(path: Any) -> bool:
     protocol = get_filesystem(path).protocol

@@ -25,7 +25,16 @@ from tomoformer.models.features import frame_features
 from tomoformer.models.registry import create_model
 from tomoformer.models.tomoformer import TomoFormer
 from tomoformer.tasks.mapping import MappingTask, adamw_warmup_cosine
-from tomoformer.tasks.train import TrainConfig, TrainResult, datamodule_for, fit_task, start_run, task_options
+from tomoformer.tasks.train import (
+    TrainConfig,
+    TrainResult,
+    datamodule_for,
+    finish_run,
+    finished_result,
+    fit_task,
+    open_run,
+    task_options,
+)
 
 MASK_MODES = ("frames", "patches")
 
@@ -189,8 +198,12 @@ def run_masked_pretraining(config: TrainConfig, mask_ratio: float = 0.5, mask_mo
     options = {k: getattr(config, k) for k in ("model", "model_kwargs", "lr", "weight_decay", "warmup_fraction")}
     MaskedSignalTask(**options, mask_ratio=mask_ratio, mask_mode=mask_mode)  # refuse bad options before any data
     record = {**config.to_dict(), "objective": "masked", "mask_ratio": mask_ratio, "mask_mode": mask_mode}
-    out = start_run(config, record)
-    datamodule = datamodule_for(config, require_labels=False)
-    data_attrs = task_options(config, datamodule.attrs)["data_attrs"]
-    task = MaskedSignalTask(**options, mask_ratio=mask_ratio, mask_mode=mask_mode, data_attrs=data_attrs)
-    return fit_task(task, datamodule, config, out, start, monitor=("val_loss", "min"))
+    with open_run(config, record, command="pretrain") as run:
+        done = finished_result(run, config)
+        if done is not None:
+            return done
+        datamodule = datamodule_for(config, require_labels=False)
+        data_attrs = task_options(config, datamodule.attrs)["data_attrs"]
+        task = MaskedSignalTask(**options, mask_ratio=mask_ratio, mask_mode=mask_mode, data_attrs=data_attrs)
+        out = run.begin()
+        return finish_run(run, fit_task(task, datamodule, config, out, start, monitor=("val_loss", "min")))

@@ -2,24 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
+import re
 import shutil
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-import yaml
 
 from tomoformer.checkpoint import save_checkpoint
 from tomoformer.data.datamodule import AugmentOptions, SignalDataModule
 from tomoformer.errors import ConfigError
 from tomoformer.io import atomic_path, write_text_atomic
 from tomoformer.models.registry import create_model
+from tomoformer.outputs import RunFolder, run_folder
 from tomoformer.tasks.mapping import MappingTask
 
 
@@ -50,8 +53,15 @@ class TrainConfig:
     num_workers: int = 0
     data_on_device: bool = False
     resume: bool = False
+    overwrite: bool = False
     progress: bool = True
     fit_batches: int = 64
+
+    def __post_init__(self) -> None:
+        # Range checks here, so a bad value fails as one line whether it came from a flag, a YAML file or code.
+        from tomoformer.validation import check_train_config
+
+        check_train_config(self)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
@@ -83,13 +93,72 @@ class TrainResult:
     seconds: float
 
 
-def start_run(config: TrainConfig, record: dict[str, Any] | None = None) -> Path:
-    """Create the run folder, write its resolved config (``record`` or the config itself) and seed everything."""
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out / "config.yaml", yaml.safe_dump(record or config.to_dict(), sort_keys=False))
-    L.seed_everything(config.seed, workers=True, verbose=False)
-    return out
+# Options that may differ when a run is resumed: they extend or watch the run, they do not change its numbers.
+# Everything else (model, data, seed, lr, batch size, augmentation, precision, devices ...) must stay the same.
+RESUME_MAY_CHANGE = frozenset({"out", "resume", "overwrite", "max_epochs", "max_steps", "progress", "num_workers"})
+
+
+def run_record(config: TrainConfig, record: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The resolved config stored as the run folder's ``config.yaml`` (``overwrite`` is a per-call choice)."""
+    values = dict(record or config.to_dict())
+    values.pop("overwrite", None)
+    return values
+
+
+@contextlib.contextmanager
+def open_run(
+    config: TrainConfig,
+    record: dict[str, Any] | None = None,
+    command: str = "train",
+    inputs: tuple[str | None, ...] = (),
+) -> Iterator[RunFolder]:
+    """Claim the run folder ``config.out`` under the output policy (:func:`tomoformer.outputs.run_folder`) and
+    seed everything. ``record``: the resolved config to store (default: ``config``); ``inputs``: files besides
+    ``config.data``/``val_data`` that the run reads (the run folder may not be or hold them).
+
+    Call ``run.begin()`` once the data and model are ready (it writes ``config.yaml``), ``run.finish(...)`` at the
+    end; a failure in between leaves no fresh run folder behind.
+    """
+    with run_folder(
+        config.out,
+        record=run_record(config, record),
+        command=command,
+        resume=config.resume,
+        overwrite=config.overwrite,
+        inputs=(config.data, config.val_data, *inputs),
+        may_change=RESUME_MAY_CHANGE,
+    ) as run:
+        L.seed_everything(config.seed, workers=True, verbose=False)
+        yield run
+
+
+def finished_result(run: RunFolder, config: TrainConfig) -> TrainResult | None:
+    """For ``--resume`` of a run that already ended (and is not given more epochs or steps): its result, after
+    saying so; else None (train)."""
+    if not (run.resumed and run.finished and run.stored is not None):
+        return None
+    more_epochs = config.max_epochs > int(run.stored.get("max_epochs") or 0)
+    stored_steps = int(run.stored.get("max_steps") or -1)
+    more_steps = config.max_steps > stored_steps and stored_steps != -1
+    if more_epochs or more_steps:
+        return None
+    print(
+        f"{run.path}: this run has already finished (max_epochs {run.stored.get('max_epochs')}, "
+        f"max_steps {stored_steps}); nothing to do (give a larger --max-epochs to train on)"
+    )
+    best = run.path / str(run.marker.get("best_checkpoint") or "checkpoints/best.ckpt")
+    metrics = {k: float(v) for k, v in (run.marker.get("metrics") or {}).items() if isinstance(v, int | float)}
+    return TrainResult(out=run.path, best_checkpoint=best, metrics=metrics, seconds=0.0)
+
+
+def finish_run(run: RunFolder, result: TrainResult) -> TrainResult:
+    """Mark the run finished with its metrics and best checkpoint (read back by :func:`finished_result`)."""
+    try:
+        best = str(Path(result.best_checkpoint).resolve().relative_to(run.path.resolve()))
+    except ValueError:
+        best = str(result.best_checkpoint)
+    run.finish(metrics=result.metrics, best_checkpoint=best)
+    return result
 
 
 def datamodule_for(config: TrainConfig, require_labels: bool = True) -> SignalDataModule:
@@ -127,15 +196,19 @@ def task_options(config: TrainConfig, data_attrs: dict[str, Any]) -> dict[str, A
 def run_training(config: TrainConfig) -> TrainResult:
     """Train ``config.model`` on ``config.data``; write the run folder; return the best checkpoint and metrics."""
     start = time.perf_counter()
-    out = start_run(config)
-    probe = create_model(config.model, **config.model_kwargs)
-    # Fitted models (threshold, rti) read host datasets; only gradient training uses the device-resident mode.
-    fitted = getattr(probe, "requires_fit", False)
-    datamodule = datamodule_for(dataclasses.replace(config, data_on_device=False) if fitted else config)
-    if fitted:
-        return _fit_classical(config, probe, datamodule, out, start)
-    task = MappingTask(**task_options(config, datamodule.attrs))
-    return fit_task(task, datamodule, config, out, start)
+    with open_run(config) as run:
+        done = finished_result(run, config)
+        if done is not None:
+            return done
+        probe = create_model(config.model, **config.model_kwargs)
+        # Fitted models (threshold, rti) read host datasets; only gradient training uses the device-resident mode.
+        fitted = getattr(probe, "requires_fit", False)
+        datamodule = datamodule_for(dataclasses.replace(config, data_on_device=False) if fitted else config)
+        out = run.begin()
+        if fitted:
+            return finish_run(run, _fit_classical(config, probe, datamodule, out, start))
+        task = MappingTask(**task_options(config, datamodule.attrs))
+        return finish_run(run, fit_task(task, datamodule, config, out, start))
 
 
 def fit_task(
@@ -168,7 +241,12 @@ def fit_task(
     # Not ``save_last=True``: Lightning 2.6 then rewrites last.ckpt only in epochs that also improve best.ckpt,
     # and a resumed run would repeat every epoch since the last improvement.
     latest = ModelCheckpoint(dirpath=checkpoints, filename="last", monitor=None, enable_version_counter=False)
-    callbacks: list[Any] = [best, latest]
+    from tomoformer.tasks.guards import FiniteGuard
+    from tomoformer.validation import check_accelerator_available
+
+    check_accelerator_available(config.accelerator, config.devices)
+    # FiniteGuard stops a diverged run with one line before a NaN state reaches a checkpoint.
+    callbacks: list[Any] = [FiniteGuard(), best, latest]
     # A live bar only on a terminal: in log files (CI, SLURM) it would print one line per refresh.
     progress = config.progress and sys.stderr.isatty()
     if progress:
@@ -179,10 +257,13 @@ def fit_task(
     resume_from = last if config.resume and last.exists() else None
     if config.resume and resume_from is None:
         print(f"no {last} to resume from: starting fresh")
-    # Each (re)start logs into its own folder; _merge_metrics stitches them into one metrics.csv.
-    log_version = f"logs-{len(list(out.glob('logs*')))}" if resume_from else "logs"
+    # Each (re)start logs into its own folder; _merge_metrics stitches them into one metrics.csv. Only our own
+    # names (logs, logs-N) are counted or removed: a user's logs_mine/ beside them is none of our business.
+    logs = _log_folders(out)
+    log_version = f"logs-{1 + max((int(p.name[5:]) for p in logs if p.name != 'logs'), default=0)}"
     if not resume_from:
-        for old in out.glob("logs*"):
+        log_version = "logs"
+        for old in logs:
             shutil.rmtree(old, ignore_errors=True)
     trainer = L.Trainer(
         default_root_dir=out,
@@ -222,12 +303,20 @@ def _fit_classical(
     config: TrainConfig, model: torch.nn.Module, datamodule: SignalDataModule, out: Path, start: float
 ) -> TrainResult:
     """Models such as ``threshold`` and ``rti`` are fitted from data, not trained by gradients."""
+    from tomoformer.data.datamodule import SignalMapDataset, make_loader
     from tomoformer.evaluation.metrics import evaluate_predictions
     from tomoformer.tasks.inference import predict_probabilities
 
-    loader = datamodule.train_dataloader()
+    # The training split as stored, without augmentation: a threshold fitted on randomly floored or thinned
+    # maps would be tuned for data it will never see.
+    train_set = datamodule.train_set
+    assert isinstance(train_set, SignalMapDataset)
+    plain = SignalMapDataset(train_set.source, train_set.indices, augment=None, seed=config.seed)
+    loader = make_loader(plain, batch_size=config.batch_size)
     batches = [batch for _, batch in zip(range(config.fit_batches), loader, strict=False)]
     model.fit(batches)
+    if hasattr(model, "describe"):
+        print(f"fitted {model.describe()}")
     assert datamodule.val_set is not None
     probabilities = predict_probabilities(model, datamodule.val_set, batch_size=config.batch_size)
     truth = datamodule.val_set.cache["buildings"] if datamodule.val_set.cache else None
@@ -256,7 +345,10 @@ def _finish_run_folder(out: Path, task: L.LightningModule) -> None:
 
 def _merge_metrics(out: Path) -> bool:
     """One metrics.csv from the logs of the first run and every resumed run; later runs win per epoch."""
-    parts = sorted(out.glob("logs*/metrics.csv"), key=lambda p: (p.parent.name != "logs", p.parent.name))
+    parts = sorted(
+        (p / "metrics.csv" for p in _log_folders(out) if (p / "metrics.csv").is_file()),
+        key=lambda p: (p.parent.name != "logs", int(p.parent.name[5:] or 0)),
+    )
     if not parts:
         return False
     rows_by_part = []
@@ -275,6 +367,11 @@ def _merge_metrics(out: Path) -> bool:
         writer.writeheader()
         writer.writerows(merged)
     return True
+
+
+def _log_folders(out: Path) -> list[Path]:
+    """The CSV log folders of our runs in ``out``: ``logs`` and ``logs-<N>``."""
+    return [p for p in out.glob("logs*") if p.is_dir() and re.fullmatch(r"logs(-\d+)?", p.name)]
 
 
 def _plain_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
