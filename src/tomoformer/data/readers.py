@@ -91,7 +91,7 @@ def open_h5(path: Path) -> SignalDataset:
                     f"{path}: array {key!r} is a link to another file ({link.filename}); copy the data into this file"
                 )
         arrays = {key: handle[key] for key in ARRAY_KEYS if key in handle}
-        attrs = {k: _plain(v) for k, v in handle.attrs.items()}
+        attrs = {k: plain_attr(v) for k, v in handle.attrs.items()}
     except DataError:
         handle.close()
         raise
@@ -101,7 +101,7 @@ def open_h5(path: Path) -> SignalDataset:
     return SignalDataset(path=path, format="h5", arrays=arrays, attrs=attrs, _handle=handle)
 
 
-def _plain(value: Any) -> Any:
+def plain_attr(value: Any) -> Any:
     """An HDF5 attribute as plain Python (JSON strings decoded, arrays as lists)."""
     if isinstance(value, bytes):
         value = value.decode()

@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 
 from tomoformer.data.format import ZarrWriter, dataset_format, write_dataset
+from tomoformer.data.readers import plain_attr
+from tomoformer.data.schema import jsonable
 from tomoformer.errors import ConfigError, DataError
 from tomoformer.io import remove, replace
 
@@ -169,7 +171,7 @@ def import_geometry(
             for key in ("buildings", "heights", "group"):
                 array = writer.group[key]
                 array.resize((n, *array.shape[1:]))
-            writer.group.attrs.update({**_jsonable(final_attrs), "n_total": n, "n_written": n})
+            writer.group.attrs.update({**jsonable(final_attrs), "n_total": n, "n_written": n})
             replace(partial, out)
     finally:
         if writer is not None or (fmt == "zarr" and partial.exists()):
@@ -249,7 +251,7 @@ def open_geometry(path: str | Path) -> GeometryTiles:
 
             handle = h5py.File(path, "r")
             arrays = {k: handle[k] for k in ("heights", "group") if k in handle}
-            attrs = {k: _plain(v) for k, v in handle.attrs.items()}
+            attrs = {k: plain_attr(v) for k, v in handle.attrs.items()}
     except (OSError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as err:
         if handle is not None:
             handle.close()
@@ -302,18 +304,3 @@ def _unique(names: list[str]) -> list[str]:
         seen[name] = seen.get(name, 0) + 1
         out.append(name if seen[name] == 1 else f"{name}-{seen[name]}")
     return out
-
-
-def _jsonable(attrs: dict[str, Any]) -> dict[str, Any]:
-    return json.loads(json.dumps(attrs, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, bytes):
-        value = value.decode()
-    if isinstance(value, str) and value[:1] in "[{":
-        try:
-            return json.loads(value)
-        except json.JSONDecodeError:
-            return value
-    return value.item() if hasattr(value, "item") else value
