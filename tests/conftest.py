@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import settings
 
 from tomoformer.data.format import write_dataset
 
@@ -37,3 +38,8 @@ def toy_arrays(n: int = 16, t: int = 4, size: int = 16, seed: int = 0) -> dict[s
 @pytest.fixture
 def toy_dataset(tmp_path: Path) -> Path:
     return write_dataset(tmp_path / "toy.zarr", toy_arrays(), {"cell_size_m": 2.0, "group_names": ["a", "b"]})
+
+
+# Property tests draw the same examples on every run, so CI is never red by the luck of the draw.
+settings.register_profile("repeatable", derandomize=True, print_blob=True)
+settings.load_profile("repeatable")

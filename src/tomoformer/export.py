@@ -59,6 +59,7 @@ def export_model(
     height: int | None = None,
     width: int | None = None,
     opset: int | None = None,
+    optimize: bool = True,
 ) -> Path:
     """Export ``checkpoint`` as ``fmt`` (onnx | torchscript | safetensors) to ``out``, atomically.
 
@@ -69,6 +70,8 @@ def export_model(
         height, width: map size in cells baked into ONNX/torch.export graphs (default: ``height``/``width`` of
             the checkpoint's data attributes, else 100).
         opset: ONNX opset (default: the exporter's).
+        optimize: run onnxscript's graph optimiser (constant folding, fusions); ``False`` exports a large model
+            several times faster, and onnxruntime still applies its own optimisations when it loads the graph.
 
     Returns:
         ``out`` as a Path.
@@ -89,7 +92,7 @@ def export_model(
     size = _map_size(loaded, height, width)
     metadata = export_metadata(loaded, size)
     if fmt == "onnx":
-        return export_onnx(loaded.model, out, size, metadata, opset=opset)
+        return export_onnx(loaded.model, out, size, metadata, opset=opset, optimize=optimize)
     return export_program(loaded.model, out, size, metadata)
 
 
@@ -128,7 +131,12 @@ def example_inputs(batch: int, frames: int, size: tuple[int, int], seed: int = 0
 
 
 def export_onnx(
-    model: nn.Module, out: str | os.PathLike[str], size: tuple[int, int], metadata: dict[str, str], opset: int | None
+    model: nn.Module,
+    out: str | os.PathLike[str],
+    size: tuple[int, int],
+    metadata: dict[str, str],
+    opset: int | None,
+    optimize: bool = True,
 ) -> Path:
     """Export ``model`` to ONNX (dynamic B, T; fixed H, W) and check it with onnxruntime before it is written."""
     _require_onnx()
@@ -145,6 +153,7 @@ def export_onnx(
                 dynamic_shapes=dims,
                 opset_version=opset,
                 dynamo=True,
+                optimize=optimize,
                 verbose=False,
             )
     except Exception as err:

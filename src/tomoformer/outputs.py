@@ -406,6 +406,6 @@ def differing_keys(stored: dict[str, Any], new: dict[str, Any], may_change: set[
     return keys
 
 
-def _normal(value: Any) -> Any:
-    """Values as a YAML round trip gives them (tuples as lists, ints equal to floats stay distinct)."""
-    return json.loads(json.dumps(value, sort_keys=True, default=str))
+def _normal(value: Any) -> str:
+    """Values as a YAML round trip gives them (tuples as lists); ``False``, ``0`` and ``0.0`` stay distinct."""
+    return json.dumps(value, sort_keys=True, default=str)

@@ -132,7 +132,8 @@ def test_exports_to_onnx_with_every_router(tmp_path, clusterer: str, combine: st
     signals, tx = _batch(B=24, seed=1)
     fit = fit_clusters(probe.features.raw(signals, tx).numpy(), clusterer, k=2, min_samples=3)
     spec = {
-        "experts": [UNET, GRU] if fit.k == 2 else [UNET] * fit.k,
+        # One router exports the convgru scan; the others use unet experts only, which export several times faster.
+        "experts": [UNET, GRU] if fit.k == 2 and clusterer == "kmeans" else [UNET] * fit.k,
         "combine": combine,
         "clusterer": clusterer,
         "num_clusters": fit.k,
@@ -142,7 +143,7 @@ def test_exports_to_onnx_with_every_router(tmp_path, clusterer: str, combine: st
     model.features.set_scaler(fit.mean, fit.scale)
     model.router.load_fit(fit)
     path = save_checkpoint(tmp_path / "e.ckpt", model, {"model": "experts", "model_kwargs": spec})
-    predictor = OnnxPredictor(export_model(path, "onnx", tmp_path / "e.onnx", height=16, width=16))
+    predictor = OnnxPredictor(export_model(path, "onnx", tmp_path / "e.onnx", height=16, width=16, optimize=False))
     signals, tx = _batch(B=5, T=6, seed=3)
     tx[0, 1] = float("nan")
     with torch.no_grad():
@@ -154,19 +155,19 @@ def test_exports_to_onnx_with_every_router(tmp_path, clusterer: str, combine: st
 
 def test_shared_lora_experts_hold_one_backbone(tmp_path) -> None:
     torch.manual_seed(0)
-    spec = {"experts": [TF] * 3, "num_clusters": 3, "shared_lora": 2, "combine": "hard", "film": True}
+    spec = {"experts": [TF] * 2, "num_clusters": 2, "shared_lora": 2, "combine": "hard", "film": True}
     model = create_model("experts", **spec)
     separate = create_model("experts", **{**spec, "shared_lora": 0})
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
-    assert count(model) < 0.5 * count(separate)
+    assert count(model) < 0.6 * count(separate)  # one backbone plus small adapters instead of two backbones
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable and all("lora_" in n or ".head." in n or not n.startswith("backbone.") for n in trainable)
     signals, tx = _batch(B=12, seed=1)
-    fit = fit_clusters(model.features.raw(signals, tx).numpy(), "kmeans", k=3)
+    fit = fit_clusters(model.features.raw(signals, tx).numpy(), "kmeans", k=2)
     model.features.set_scaler(fit.mean, fit.scale)
     model.router.load_fit(fit)
     with torch.no_grad():  # give the adapters distinct weights: the experts must then differ
-        for k in range(3):
+        for k in range(2):
             for param in model.backbone.adapter_parameters(k):
                 param.normal_(0, 0.2, generator=torch.Generator().manual_seed(k))
     model.eval().requires_grad_(False)
@@ -185,5 +186,5 @@ def test_shared_lora_experts_hold_one_backbone(tmp_path) -> None:
     pytest.importorskip("onnxruntime")
     from tomoformer.export import OnnxPredictor, export_model
 
-    predictor = OnnxPredictor(export_model(path, "onnx", tmp_path / "m.onnx", height=16, width=16))
+    predictor = OnnxPredictor(export_model(path, "onnx", tmp_path / "m.onnx", height=16, width=16, optimize=False))
     np.testing.assert_allclose(predictor(signals.numpy(), tx.numpy()), out["logits"].numpy(), atol=1e-4, rtol=1e-4)

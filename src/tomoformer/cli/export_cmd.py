@@ -25,6 +25,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--height", type=positive_int, help="map height in cells for onnx/torchscript (default 100)")
     p.add_argument("--width", type=positive_int, help="map width in cells for onnx/torchscript (default 100)")
     p.add_argument("--opset", type=positive_int, help="ONNX opset version (default: the exporter's)")
+    p.add_argument(
+        "--no-optimize",
+        dest="optimize",
+        action="store_false",
+        help="skip onnxscript's graph optimiser: a large model exports several times faster",
+    )
     add_overwrite_flag(p)
     p.set_defaults(handler=run_export)
 
@@ -33,6 +39,8 @@ def run_export(args: argparse.Namespace) -> int:
     from tomoformer.export import export_model
 
     with claim_output(args.out, overwrite=args.overwrite, command="export", inputs=(args.checkpoint,)):
-        out = export_model(args.checkpoint, args.fmt, args.out, height=args.height, width=args.width, opset=args.opset)
+        out = export_model(
+            args.checkpoint, args.fmt, args.out, args.height, args.width, opset=args.opset, optimize=args.optimize
+        )
     print(f"wrote {out}")
     return 0
