@@ -35,8 +35,8 @@ from pathlib import Path
 from typing import Any
 
 from tomoformer.checkpoint import load_checkpoint
-from tomoformer.cli.simulate_cmd import simulate_dataset
 from tomoformer.data.datamodule import AugmentOptions
+from tomoformer.data.simulated import simulate_dataset
 from tomoformer.io import write_text_atomic
 from tomoformer.models.registry import create_model
 from tomoformer.sim.config import SimConfig

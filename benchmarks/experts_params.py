@@ -16,7 +16,7 @@ import json
 
 from torch import nn
 
-from tomoformer.experts.model import ExpertsModel
+from tomoformer.models.experts.model import ExpertsModel
 
 
 def unique_count(module: nn.Module, trainable_only: bool = False) -> int:

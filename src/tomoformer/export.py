@@ -41,6 +41,7 @@ from tomoformer.checkpoint import LoadedModel, load_checkpoint, save_checkpoint
 from tomoformer.data.format import DEFAULT_ATTRS
 from tomoformer.errors import CheckpointError, ConfigError, DataError, TomoFormerError
 from tomoformer.io import atomic_path
+from tomoformer.models.protocol import requires_fit
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt2", "safetensors": ".safetensors"}
 DEFAULT_SIZE = 100
@@ -84,7 +85,7 @@ def export_model(
     loaded = load_checkpoint(checkpoint)
     if fmt == "safetensors":
         return save_checkpoint(out, loaded.model, loaded.hparams)
-    if getattr(loaded.model, "requires_fit", False):
+    if requires_fit(loaded.model):
         raise ConfigError(
             f"model {loaded.name!r} is fitted, not a network, and cannot be exported to {fmt}; "
             "export it as safetensors or use the checkpoint directly"

@@ -87,6 +87,8 @@ def check_train_config(config: Any) -> None:
             check_float("augment.min_keep_fraction", augment.min_keep_fraction, 0.0, 1.0)
         if augment.max_floor_fraction is not None:
             check_float("augment.max_floor_fraction", augment.max_floor_fraction, 0.0, 1.0, high_open=True)
+        if getattr(augment, "crop", None) is not None:
+            check_int("augment.crop (--crop)", augment.crop, 1)
 
 
 def _check_devices(devices: Any) -> None:

@@ -1,4 +1,5 @@
-"""SIGKILL in the middle of `simulate` and `train`, then `--resume`: the result equals an uninterrupted run."""
+"""SIGKILL in the middle of `simulate`, `train`, `finetune` and `classify`, then `--resume`: the result equals an
+uninterrupted run (`experts fit`: tests/cli/test_experts_cli.py)."""
 
 from __future__ import annotations
 
@@ -130,3 +131,31 @@ def test_simulate_resume_after_a_kill_before_the_first_commit(tmp_path: Path) ->
     zarr.open_group(str(partial), mode="w", zarr_format=3)  # created, no arrays, no count: killed right there
     run_cli("simulate", "--out", "early.zarr", *SIM, "--resume", cwd=tmp_path)
     assert validate(tmp_path / "early.zarr") == [] and not partial.exists()
+
+
+def last_epoch_val_acc(run: Path) -> tuple[int, float, float]:
+    with open(run / "metrics.csv", newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("val_loss")]
+    last = max(rows, key=lambda r: int(r["epoch"]))
+    return int(last["epoch"]), float(last["val_loss"]), float(last["val_acc"])
+
+
+def test_classify_killed_then_resumed_equals_straight_run(tmp_path: Path) -> None:
+    policy = "lora:4"  # the hard case (adapters restored on resume); `full` takes the same path without them
+    from tests.classify.conftest import write_npz
+
+    write_npz(tmp_path / "strokes.npz", 96)
+    tiny = ["--model-opt", "embed_dim=32", "--model-opt", "depth=1", "--model-opt", "num_heads=2"]
+    common = ["--data", "strokes.npz", "--batch-size", "16", "--accelerator", "cpu", "--seed", "4", "--no-progress"]
+    run_cli("classify", "pretrain", *common, *tiny, "--max-epochs", "1", "--out", "pre", cwd=tmp_path)
+    finetune = ["classify", "finetune", "--from", "pre/checkpoints/best.ckpt", "--policy", policy, *common]
+    finetune += ["--max-epochs", "4"]
+    run_cli(*finetune, "--out", "straight", cwd=tmp_path)
+    last = tmp_path / "killed" / "checkpoints" / "last.ckpt"
+    kill_when([*finetune, "--out", "killed"], tmp_path, last.exists)
+    assert not (tmp_path / "killed" / "metrics.csv").exists()  # it died before finishing
+    run_cli(*finetune, "--out", "killed", "--resume", cwd=tmp_path)
+    epoch, loss, acc = last_epoch_val_acc(tmp_path / "killed")
+    straight_epoch, straight_loss, straight_acc = last_epoch_val_acc(tmp_path / "straight")
+    assert epoch == straight_epoch == 3
+    assert loss == pytest.approx(straight_loss, rel=1e-5) and acc == straight_acc

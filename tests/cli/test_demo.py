@@ -9,7 +9,7 @@ import pytest
 
 from tomoformer.checkpoint import load_checkpoint
 from tomoformer.cli import main
-from tomoformer.cli.demo_cmd import DEMO_FITTED, DEMO_MODELS
+from tomoformer.tasks.demo import DEMO_FITTED, DEMO_MODELS
 
 
 def test_demo_writes_report_summary_and_checkpoints(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -20,7 +20,7 @@ def test_train_and_evaluate_repeat_exactly(tmp_path: Path) -> None:
     write_dataset(tmp_path / "toy.zarr", toy_arrays(n=10), {"cell_size_m": 2.0})
     train = ["train", "--data", "toy.zarr", "--model", "tomoformer_tiny", "--max-epochs", "2", "--batch-size", "4"]
     train += ["--model-opt", "embed_dim=32", "--model-opt", "depth=1", "--model-opt", "num_heads=2"]
-    train += ["--accelerator", "cpu", "--no-progress", "--frames", "3"]
+    train += ["--accelerator", "cpu", "--no-progress", "--sample-frames", "3"]
     results = []
     for run in ("a", "b"):
         run_cli(*train, "--seed", "7", "--out", run, cwd=tmp_path)

@@ -70,7 +70,7 @@ def train_args(data: Path, out: Path, *extra: str) -> list[str]:
         (["--num-nodes", "0"], "num_nodes"),
         (["--precision", "17-bits"], "precision"),
         (["--accelerator", "abacus"], "accelerator"),
-        (["--frames", "4", "--min-frames", "9"], "min_frames"),
+        (["--sample-frames", "4", "--min-frames", "9"], "min_frames"),
         (["--min-keep-fraction", "2"], "min_keep_fraction"),
         (["--max-floor-fraction", "1"], "max_floor_fraction"),
         (["--model-opt", "x=["], "--model-opt"),

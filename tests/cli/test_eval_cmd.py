@@ -8,7 +8,7 @@ import pytest
 from torch import nn
 
 import tomoformer.checkpoint
-from tomoformer.cli.eval_cmd import load_models
+from tomoformer.tasks.evaluate import load_models
 
 
 def test_checkpoints_of_one_model_are_named_by_run_and_file(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -10,8 +10,9 @@ import yaml
 
 from tomoformer.checkpoint import load_checkpoint
 from tomoformer.cli import main
-from tomoformer.finetune.policies import apply_policy, count_parameters
+from tomoformer.models.adapt import count_parameters
 from tomoformer.models.registry import create_model
+from tomoformer.tasks.policy import apply_policy
 
 TINY = {"embed_dim": 32, "depth": 1, "num_heads": 2, "patch_size": 4}
 COMMON = ["--max-epochs", "1", "--batch-size", "4", "--accelerator", "cpu", "--no-progress"]

@@ -59,6 +59,19 @@ def test_d4_moves_signals_buildings_and_transmitters_together(toy_dataset: Path)
     assert len(used) > 2  # different samples get different symmetries
 
 
+def test_crop_takes_one_window_per_batch_and_moves_transmitters(toy_dataset: Path) -> None:
+    source = open_dataset(toy_dataset)
+    plain = all_batches(DeviceDataset(source, batch_size=16, shuffle=False))
+    augment = AugmentOptions(d4=False, max_floor_fraction=None, crop=6)
+    batches = list(DeviceDataset(source, batch_size=4, augment=augment, seed=2))
+    for batch in batches:
+        assert batch["signals"].shape[-2:] == (6, 6) and batch["buildings"].shape[-2:] == (6, 6)
+        i = batch["index"][0].item()
+        top, left = (int(v) for v in (plain["tx_pos"][i, 0, :2] - batch["tx_pos"][0, 0, :2]))
+        window = plain["buildings"][batch["index"]][:, top : top + 6, left : left + 6]
+        assert torch.equal(batch["buildings"], window)
+
+
 def test_epochs_repeat_per_seed_and_ranks_share_exactly_once(toy_dataset: Path) -> None:
     source = open_dataset(toy_dataset)
     options = AugmentOptions(d4=True, min_frames=2, max_frames=3, min_keep_fraction=0.5)

@@ -168,3 +168,22 @@ def test_augment_on_square_grids_still_draws_quarter_turns() -> None:
     augment = Augment(d4=True, generator=torch.Generator().manual_seed(0))
     grids = {tuple(augment({"signals": signals})["signals"].flatten().tolist()) for _ in range(80)}
     assert len(grids) == 8
+
+
+def test_crop_keeps_transmitters_on_their_cells_and_leaves_small_maps_alone():
+    signals, buildings, tx = _marker_sample(12, 9, T=4)
+    augment = Augment(d4=False, crop=5, generator=torch.Generator().manual_seed(3))
+    seen = set()
+    for _ in range(20):
+        out = augment({"signals": signals, "buildings": buildings, "tx_pos": tx})
+        assert out["signals"].shape == (4, 5, 5) and out["buildings"].shape == (5, 5)
+        shift = tx[:, :2] - out["tx_pos"][:, :2]  # one window offset for every frame
+        assert torch.equal(shift, shift[:1].expand_as(shift)) and torch.equal(out["tx_pos"][:, 2], tx[:, 2])
+        top, left = (int(v) for v in shift[0])
+        assert torch.equal(out["buildings"], buildings[top : top + 5, left : left + 5])
+        seen.add((top, left))
+    assert len(seen) > 5  # windows move
+    small = Augment(d4=False, crop=32)({"signals": signals, "buildings": buildings, "tx_pos": tx})
+    assert torch.equal(small["tx_pos"], tx) and small["signals"].shape == signals.shape
+    with pytest.raises(ValueError, match="crop"):
+        Augment(crop=0)

@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from tomoformer.errors import ConfigError
-from tomoformer.experts.clustering import METHODS, ClusterFit, Router, fit_clusters
+from tomoformer.experts.clustering import METHODS, ClusterFit, fit_clusters
+from tomoformer.models.experts.router import Router
 
 
 def _blobs(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

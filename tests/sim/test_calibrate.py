@@ -11,9 +11,10 @@ import pytest
 
 from tomoformer.cli import main
 from tomoformer.data.format import write_dataset
+from tomoformer.data.simulated import calibrate_dataset
 from tomoformer.errors import ConfigError, DataError
 from tomoformer.sim import SimConfig, dataset_attrs, simulate_samples
-from tomoformer.sim.calibrate import calibrate_dataset, error_stats, fit_fast_params
+from tomoformer.sim.calibrate import error_stats, fit_fast_params
 from tomoformer.sim.calibrate_stats import compare_distributions, distribution_stats
 
 

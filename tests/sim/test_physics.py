@@ -15,7 +15,7 @@ from tomoformer.sim.canyon import canyon_light
 from tomoformer.sim.config import RANGE_FIELDS
 from tomoformer.sim.physics import draw_physics, fixed_physics
 from tomoformer.sim.propagation import path_gain_and_loss_db
-from tomoformer.sim.simulate import _prepare
+from tomoformer.sim.simulate import prepare
 
 TINY = dict(size=16, frames=4)
 # Everything fixed: the physics before it was randomised.
@@ -78,15 +78,15 @@ def test_width_zero_range_equals_the_fixed_value_bit_for_bit():
 
 def test_per_sample_draws_differ_and_repeat_by_seed():
     cfg = SimConfig(**TINY)  # the default ranges
-    draws = [_prepare(cfg, 0, i).physics for i in range(6)]
+    draws = [prepare(cfg, 0, i).physics for i in range(6)]
     assert len({p.wall_loss_db for p in draws}) == 6
     assert all(1.0 <= p.wall_loss_db <= 30.0 and 2.0 <= p.shadowing_std_db <= 8.0 for p in draws)
-    assert [_prepare(cfg, 0, i).physics for i in range(6)] == draws
-    assert _prepare(cfg, 1, 0).physics != draws[0]
+    assert [prepare(cfg, 0, i).physics for i in range(6)] == draws
+    assert prepare(cfg, 1, 0).physics != draws[0]
     # Physics and layout come from separate generators: changing a range keeps every city and transmitter.
     wider = dataclasses.replace(cfg, wall_loss_db=(5.0, 6.0))
-    assert np.array_equal(_prepare(wider, 0, 2).heights, _prepare(cfg, 0, 2).heights)
-    assert np.array_equal(_prepare(wider, 0, 2).tx_pos, _prepare(cfg, 0, 2).tx_pos)
+    assert np.array_equal(prepare(wider, 0, 2).heights, prepare(cfg, 0, 2).heights)
+    assert np.array_equal(prepare(wider, 0, 2).tx_pos, prepare(cfg, 0, 2).tx_pos)
     a = simulate_samples(cfg, seed=0, start=0, count=2)["signals"]
     np.testing.assert_array_equal(a, simulate_samples(cfg, seed=0, start=0, count=2)["signals"])
 

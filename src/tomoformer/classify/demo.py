@@ -23,8 +23,8 @@ from tomoformer.classify.models import create_classifier, resolve_model_kwargs
 from tomoformer.classify.run import ClassifyConfig, run_classify
 from tomoformer.classify.synthetic import SHAPES, stroke_images
 from tomoformer.errors import ConfigError
-from tomoformer.finetune.policies import apply_policy, parse_policy
 from tomoformer.io import atomic_path, write_text_atomic
+from tomoformer.tasks.policy import apply_policy, parse_policy
 
 SCRATCH = "scratch"
 DEMO_MODEL = "vit_tiny_patch16_224"
@@ -184,7 +184,7 @@ def summary_markdown(
     for r in rows:
         share = 100 * r.trainable_params / max(r.total_params, 1)
         trainable = f"{r.trainable_params:,} ({share:.1f}%)"
-        if r.policy.startswith("lp-ft"):  # the probe phase, then everything
+        if r.policy != SCRATCH and parse_policy(r.policy).phased:
             trainable += f", then {r.total_params:,}"
         lines.append(f"| {r.policy} | {trainable} | {r.test_top1:.3f} | {r.test_top5:.3f} | {r.seconds:.0f} |")
     return "\n".join(lines) + "\n"

@@ -11,96 +11,34 @@ initialisation. The model is always rebuilt for the data: its image size, channe
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import math
 import time
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+import torch
 from lightning.fabric.utilities.rank_zero import rank_zero_only
+from torch.utils.data import DataLoader, Sampler, TensorDataset
 
-from tomoformer.checkpoint import save_checkpoint
+from tomoformer.classify.config import ClassifyConfig
 from tomoformer.classify.data import ImageDataModule, ImageSet, load_images, match_classes, split
 from tomoformer.classify.evaluate import evaluate_checkpoint, load_classifier
 from tomoformer.classify.models import (
-    DEFAULT_MODEL,
     create_classifier,
     load_weights,
     read_weights_file,
     resolve_model_kwargs,
 )
-from tomoformer.classify.task import TASK_NAME, ClassifyTask
+from tomoformer.classify.task import ClassifyTask
 from tomoformer.errors import ConfigError
-from tomoformer.finetune.policies import count_parameters, merge_lora, parse_policy
-from tomoformer.tasks.train import TrainConfig, fit_task, open_run
+from tomoformer.models.adapt import count_parameters
+from tomoformer.outputs import RunFolder
+from tomoformer.tasks.policy import parse_policy
+from tomoformer.tasks.train import TrainResult, finished_result, fit_task, open_run
 
 # Keyword arguments resolved from the data: never copied from a checkpoint into a model for other data.
 _DATA_KWARGS = ("num_classes", "in_chans", "img_size")
-
-
-@dataclass
-class ClassifyConfig:
-    """Everything a classification run needs; the defaults suit small images on a laptop CPU."""
-
-    data: str = "data/images"
-    val_data: str | None = None
-    out: str = "runs/classify"
-    model: str = DEFAULT_MODEL
-    model_kwargs: dict[str, Any] = field(default_factory=dict)
-    patch_size: int | None = None
-    image_size: int | None = None
-    policy: str = "full"
-    weights: str | None = None
-    pretrained: bool = False
-    max_epochs: int = 30
-    max_steps: int = -1
-    batch_size: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 0.05
-    warmup_fraction: float = 0.05
-    label_smoothing: float = 0.0
-    val_fraction: float = 0.2
-    seed: int = 0
-    accelerator: str = "auto"
-    devices: int | str = 1
-    precision: str | None = None
-    progress: bool = True
-    overwrite: bool = False
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> ClassifyConfig:
-        """Build from a plain dict (a YAML file), refusing unknown keys with one clear line."""
-        unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
-        if unknown:
-            raise ConfigError(f"unknown classify option(s): {', '.join(unknown)}")
-        return cls(**values)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def train_config(self, model: str, model_kwargs: dict[str, Any]) -> TrainConfig:
-        """The :class:`TrainConfig` that drives the shared Lightning loop."""
-        return TrainConfig(
-            data=self.data,
-            val_data=self.val_data,
-            out=self.out,
-            model=model,
-            model_kwargs=model_kwargs,
-            max_epochs=self.max_epochs,
-            max_steps=self.max_steps,
-            batch_size=self.batch_size,
-            lr=self.lr,
-            weight_decay=self.weight_decay,
-            warmup_fraction=self.warmup_fraction,
-            seed=self.seed,
-            accelerator=self.accelerator,
-            devices=self.devices,
-            precision=self.precision,
-            progress=self.progress,
-            overwrite=self.overwrite,
-        )
 
 
 @dataclass
@@ -151,6 +89,9 @@ def run_classify(config: ClassifyConfig, source: str | Path | None = None) -> Cl
     inputs = (str(source) if source else None, config.weights)
     # open_run seeds everything before the model is built.
     with open_run(config.train_config(name, kwargs), record, command="classify", inputs=inputs) as run:
+        done = finished_result(run, config.train_config(name, kwargs))
+        if done is not None:
+            return _finished(run, done)
         task = ClassifyTask(
             name,
             kwargs,
@@ -175,16 +116,14 @@ def run_classify(config: ClassifyConfig, source: str | Path | None = None) -> Cl
         task.apply_policy()
         trainable, total = count_parameters(task.model)
         print(f"policy {policy}: {trainable:,} trainable of {total:,} parameters ({100 * trainable / total:.1f}%)")
-        datamodule = ImageDataModule(train, val, config.batch_size, config.seed)
+        datamodule = _EpochSeededImages(train, val, config.batch_size, config.seed)
         result = fit_task(
             task, datamodule, config.train_config(name, kwargs), run.begin(), start, monitor=("val_acc", "max")
         )
         top1 = math.nan
+        # last.ckpt is Lightning's own, written every epoch (fit_task): merged weights and task name for loading,
+        # optimiser and adapter state for --resume.
         if rank_zero_only.rank == 0:  # one writer under DDP
-            # Lightning 2.6 rewrites last.ckpt only in epochs that also improve best.ckpt: write the final weights.
-            hparams = {**task.hparams, "task": TASK_NAME}
-            last = run.path / "checkpoints" / "last.ckpt"
-            save_checkpoint(last, merge_lora(copy.deepcopy(task.model)), hparams)
             scores = evaluate_checkpoint(
                 result.best_checkpoint, val, run.path, "validation images", name="val_metrics.json"
             )
@@ -199,3 +138,46 @@ def run_classify(config: ClassifyConfig, source: str | Path | None = None) -> Cl
         total=total,
         seconds=time.perf_counter() - start,
     )
+
+
+def _finished(run: RunFolder, done: TrainResult) -> ClassifyResult:
+    """The result of a run that had already finished (``--resume`` with no more epochs or steps)."""
+    top1 = run.marker.get("val_top1")
+    return ClassifyResult(
+        out=run.path,
+        best_checkpoint=done.best_checkpoint,
+        val_top1=float(top1) if isinstance(top1, int | float) else math.nan,
+        metrics=done.metrics,
+        trainable=0,
+        total=0,
+        seconds=0.0,
+    )
+
+
+class _EpochSampler(Sampler[int]):
+    """The shuffled order of a ``RandomSampler`` seeded once with ``seed``, drawn anew for the epoch Lightning
+    sets: a run resumed at epoch E sees the same orders as one that ran through (a generator made when the
+    loader is built would restart at epoch 0's order)."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed)
+        for _ in range(self.epoch):  # the permutations of the epochs before, as one generator would draw them
+            torch.randperm(self.n, generator=generator)
+        yield from torch.randperm(self.n, generator=generator).tolist()
+
+
+class _EpochSeededImages(ImageDataModule):
+    """:class:`ImageDataModule` whose training order depends on the epoch only (resumable bit for bit)."""
+
+    def train_dataloader(self) -> DataLoader:
+        dataset = TensorDataset(self.train_set.images, self.train_set.labels)
+        return DataLoader(dataset, batch_size=self.batch_size, sampler=_EpochSampler(len(dataset), self.seed))

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -13,16 +11,15 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from tomoformer.classify.data import MEAN, STD
 from tomoformer.classify.models import create_classifier
-from tomoformer.finetune.policies import Policy, apply_policy, layer_decay_groups, merge_lora, parse_policy
-from tomoformer.finetune.run import LinearProbeThenFinetune
-from tomoformer.tasks.mapping import adamw_warmup_cosine, weight_decay_groups
+from tomoformer.tasks.base import BaseTask
 
 TASK_NAME = "classify"  # hyper_parameters["task"] of every classifier checkpoint
 
 
-class ClassifyTask(L.LightningModule):
+class ClassifyTask(BaseTask):
     """Cross-entropy training of ``timm.create_model(model, **model_kwargs)`` with AdamW, warm-up and cosine
-    decay; the ``policy`` (see ``finetune.policies``) decides what trains once :meth:`apply_policy` is called.
+    decay; the ``policy`` (see ``tasks.policy``) decides what trains once :meth:`apply_policy` is called (the base
+    task owns the policy, the parameter groups, LP-FT and LoRA checkpoints).
 
     Checkpoints hold plain timm weights (LoRA adapters merged) under ``model.`` and the hyper-parameters needed
     to rebuild the model: ``model``, ``model_kwargs``, ``class_names`` and ``task = "classify"``.
@@ -39,20 +36,14 @@ class ClassifyTask(L.LightningModule):
         warmup_fraction: float = 0.05,
         label_smoothing: float = 0.0,
     ) -> None:
-        super().__init__()
+        super().__init__(policy)
         # Only plain values go into hparams so that checkpoints load with torch.load(weights_only=True).
         self.save_hyperparameters()
         self.model: nn.Module = create_classifier(model, model_kwargs)
-        self.policy: Policy = parse_policy(policy)
         k = len(class_names)
         self.train_acc = MulticlassAccuracy(num_classes=k, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes=k, average="micro")
         self.val_top5 = MulticlassAccuracy(num_classes=k, top_k=5, average="micro") if k >= 5 else None
-
-    def apply_policy(self) -> ClassifyTask:
-        """Freeze / adapt the model as the policy says (after pretrained weights are loaded)."""
-        apply_policy(self.model, self.policy)
-        return self
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """``images [B, C, H, W]`` in [0, 1] → logits ``[B, K]``."""
@@ -79,33 +70,6 @@ class ClassifyTask(L.LightningModule):
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._step(batch, "val")
 
-    def parameter_groups(self) -> list[dict[str, Any]]:
-        """AdamW groups: layer-wise LR decay for ``llrd``; otherwise no weight decay on biases, norms and
-        ``no_weight_decay()`` names. Frozen parameters are left out, except under ``lp-ft`` (see below)."""
-        skip = set(getattr(self.model, "no_weight_decay", lambda: set())())
-        if self.policy.kind == "llrd":
-            return layer_decay_groups(
-                self.model, self.hparams.lr, float(self.policy.value or 1.0), self.hparams.weight_decay, skip
-            )
-        # lp-ft: the backbone joins the optimiser from the start; AdamW skips parameters without gradients
-        # during the probe phase, so they neither move nor decay until the callback thaws them.
-        return weight_decay_groups(self.model, self.hparams.weight_decay, include_frozen=self.policy.kind == "lp-ft")
-
-    def configure_optimizers(self) -> dict[str, Any]:
-        return adamw_warmup_cosine(self, self.parameter_groups())
-
-    def configure_callbacks(self) -> list[L.Callback]:
-        if self.policy.kind == "lp-ft":
-            return [LinearProbeThenFinetune(float(self.policy.value or 0.5))]
-        return []
-
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["hyper_parameters"]["task"] = TASK_NAME
-        if self.policy.kind != "lora":
-            return
-        # Merging into a copy at every save keeps best.ckpt (written mid-run) loadable as a plain timm model.
-        state = checkpoint["state_dict"]
-        for key in [k for k in state if k.startswith("model.")]:
-            del state[key]
-        merged = merge_lora(copy.deepcopy(self.model))
-        state.update({f"model.{k}": v.detach().clone() for k, v in merged.state_dict().items()})
+        super().on_save_checkpoint(checkpoint)

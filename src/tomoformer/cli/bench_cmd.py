@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from typing import Any
 
 from tomoformer.cli.common import device_name, non_negative_int, positive_float, positive_int, seed_value
@@ -76,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
 
     from tomoformer.errors import ConfigError
     from tomoformer.models.registry import list_models
+    from tomoformer.perf.bench import run_bench
     from tomoformer.perf.measure import resolve_device, resolve_precision
     from tomoformer.perf.throughput import BenchOptions
 
@@ -113,56 +113,15 @@ def run(args: argparse.Namespace) -> int:
 
     inputs = (args.data,) if args.data else ()
     with claim_output(args.out, overwrite=args.overwrite, command="bench", inputs=inputs):
-        return _run(args, device, values, models, options)
-
-
-def _run(args: argparse.Namespace, device: Any, values: dict[str, Any], models: list[str], options: Any) -> int:
-    from tomoformer.perf.report import environment, format_table, write_results
-    from tomoformer.perf.throughput import bf16_peak_tflops, run_benchmarks
-
-    meta = environment(device)
-    print(
-        f"bench on {meta['device_name']} ({device}, {meta['threads']} threads), precision {options.precision}"
-        f"{', compiled' if options.compile else ''}: T={values['frames']}, {options.size}x{options.size}, "
-        f"batch {options.batch_size}, {options.steps} timed steps"
-    )
-    peak = args.peak_tflops or bf16_peak_tflops(device)
-    frames = values["frames"]
-    loader = None
-    if args.data:
-        from tomoformer.perf.datapath import open_loader
-
-        loader, t, h = open_loader(
-            args.data, device, options.batch_size, args.num_workers, args.data_on_device, frames[0], options.size
+        run_bench(
+            models,
+            values["frames"],
+            device,
+            options,
+            peak_tflops=args.peak_tflops,
+            data=args.data,
+            num_workers=args.num_workers,
+            data_on_device=args.data_on_device,
+            out=args.out,
         )
-        frames, options = [t], dataclasses.replace(options, size=h)
-    results = run_benchmarks(models, frames, device, options, peak)
-    if loader is not None:
-        _add_data_path(results, loader, device, options, args)
-    print()
-    print(format_table(results))
-    if args.out:
-        meta.update(precision=options.precision, compiled=options.compile, peak_tflops=peak)
-        print(f"wrote {write_results(args.out, results, meta)}")
     return 0
-
-
-def _add_data_path(results: list, loader: Any, device: Any, options: Any, args: argparse.Namespace) -> None:
-    """Each model's training step fed by the real loader: samples/s, host wait and stall fractions."""
-    from tomoformer.perf.datapath import measure_data_path
-    from tomoformer.perf.measure import train_step
-    from tomoformer.perf.throughput import prepare_model
-
-    source = f"{args.data}{' (on device)' if args.data_on_device else f', {args.num_workers} workers'}"
-    for result in results:
-        if result.error:
-            continue
-        model = prepare_model(result.model, device, options).train()
-        step = train_step(model, device, options.precision)
-        data = measure_data_path(step, loader, device, options.steps, options.warmup, source)
-        result.extra.update(
-            data_source=data.source,
-            data_samples_per_s=data.samples_per_s,
-            host_wait_fraction=data.host_wait_fraction,
-            stall_fraction=data.stall_fraction,
-        )

@@ -9,52 +9,26 @@ from typing import Any
 from tomoformer.cli.common import (
     add_config_flag,
     add_overwrite_flag,
-    below_one,
-    int_at_least,
-    non_negative_float,
     parse_key_values,
     positive_int,
-    probability,
-    read_yaml,
     seed_value,
 )
+from tomoformer.cli.options import add_options, values_from_args
 from tomoformer.errors import ConfigError
-from tomoformer.finetune.policies import POLICY_HELP
+from tomoformer.tasks.policy import Policy, parse_policy
 
 _S = argparse.SUPPRESS
 _DATA_HELP = "image folder (root/<class>/*.png|jpg) or .npz with images [N, C, H, W] and labels [N]"
-# Flag dest → (type, help) for ClassifyConfig fields; all default to SUPPRESS so YAML values survive.
-_FLAGS: dict[str, tuple[Any, str]] = {
-    "data": (str, _DATA_HELP),
-    "val_data": (str, "validation images (default: a seeded --val-fraction of --data)"),
-    "out": (str, "run folder (config.yaml, metrics.csv, checkpoints/, figures/)"),
-    "patch_size": (positive_int, "ViT patch size (default: the model's, or smaller so that small images get a grid)"),
-    "image_size": (positive_int, "resize folder images to N x N (default: they must all have one size)"),
-    "weights": (str, "initial weights: a timm or Hugging Face .safetensors (or torch) file"),
-    "max_epochs": (int_at_least(-1), "epochs (default 30)"),
-    "max_steps": (int_at_least(-1), "optimiser steps; -1 = no limit (default)"),
-    "batch_size": (positive_int, "images per step (default 64)"),
-    "lr": (non_negative_float, "peak AdamW learning rate (default 1e-3)"),
-    "weight_decay": (non_negative_float, "AdamW weight decay (default 0.05)"),
-    "warmup_fraction": (probability, "fraction of the steps spent warming up (default 0.05)"),
-    "label_smoothing": (below_one, "cross-entropy label smoothing (default 0)"),
-    "val_fraction": (below_one, "share of --data held out without --val-data (default 0.2)"),
-    "seed": (seed_value, "seed for the split, shuffling and initialisation (default 0)"),
-    "accelerator": (str, "auto, cpu or gpu (default auto)"),
-    "devices": (str, "devices (default 1)"),
-    "precision": (str, "e.g. 32-true, bf16-mixed (default: bf16-mixed on CUDA, else 32-true)"),
-}
+# ClassifyConfig fields that get no flag: in-memory images need no loader workers; the policy is finetune's.
+_SKIP = ("num_workers",)
 
 
-def _add_run_flags(p: argparse.ArgumentParser, *, model: bool) -> None:
-    for name, (kind, text) in _FLAGS.items():
-        p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, default=_S, help=text)
-    if model:
-        p.add_argument("--model", default=_S, help="any timm model name (default vit_tiny_patch16_224)")
-        p.add_argument("--model-opt", dest="model_opts", action="append", metavar="KEY=VALUE", help="timm option")
-    p.add_argument("--pretrained", action="store_true", default=_S, help="download timm's pretrained weights")
-    p.add_argument("--no-progress", dest="progress", action="store_false", default=_S)
-    add_overwrite_flag(p, default=_S)
+def _add_run_flags(p: argparse.ArgumentParser, *, policy: bool) -> None:
+    """The ClassifyConfig flags, generated from its fields (tasks/options.py); all default to SUPPRESS."""
+    from tomoformer.classify.config import ClassifyConfig
+
+    add_options(p, ClassifyConfig, _SKIP if policy else (*_SKIP, "policy"))
+    p.add_argument("--model-opt", dest="model_opts", action="append", metavar="KEY=VALUE", help="timm option")
     add_config_flag(p)
 
 
@@ -63,13 +37,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     sub = parser.add_subparsers(dest="classify_command", metavar="ACTION", required=True)
 
     p = sub.add_parser("pretrain", help="train a classifier (from scratch, or from --weights / --pretrained)")
-    _add_run_flags(p, model=True)
+    _add_run_flags(p, policy=False)
     p.set_defaults(handler=run_pretrain, model_opts=None)
 
     f = sub.add_parser("finetune", help="fine-tune a classifier checkpoint (or timm weights) under a policy")
     f.add_argument("--from", dest="checkpoint", metavar="CKPT", help="a checkpoint of `classify pretrain`")
-    f.add_argument("--policy", default=_S, help=f"one of {POLICY_HELP} (default: full)")
-    _add_run_flags(f, model=True)
+    _add_run_flags(f, policy=True)
     f.set_defaults(handler=run_finetune, model_opts=None)
 
     e = sub.add_parser("evaluate", help="top-1/top-5, per-class accuracy and confusion matrix of a checkpoint")
@@ -96,20 +69,13 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def config_from_args(args: argparse.Namespace) -> Any:
     """ClassifyConfig defaults < --config YAML < flags."""
-    from tomoformer.classify.run import ClassifyConfig
-    from tomoformer.cli.train_cmd import _check_types
+    from tomoformer.classify.config import ClassifyConfig
 
-    values: dict[str, Any] = read_yaml(args.config) if getattr(args, "config", None) else {}
-    _check_types(values, ClassifyConfig, "")  # `max_epochs: ten` fails here with one line
-    for name in (*_FLAGS, "model", "policy", "pretrained", "progress", "overwrite"):
-        if hasattr(args, name):
-            values[name] = getattr(args, name)
-    if "devices" in values and str(values["devices"]).isdigit():
-        values["devices"] = int(values["devices"])
-    values["model_kwargs"] = {
-        **(values.get("model_kwargs") or {}),
-        **parse_key_values(getattr(args, "model_opts", None), "--model-opt"),
-    }
+    values = values_from_args(args, ClassifyConfig)
+    kwargs = values.get("model_kwargs") or {}
+    if not isinstance(kwargs, dict):
+        raise ConfigError(f"option model_kwargs is {kwargs!r}, expected a mapping")
+    values["model_kwargs"] = {**kwargs, **parse_key_values(getattr(args, "model_opts", None), "--model-opt")}
     config = ClassifyConfig.from_dict(values)
     if config.max_epochs < 1 and config.max_steps < 1:
         raise ConfigError("give --max-epochs or --max-steps of at least 1")
@@ -128,14 +94,14 @@ def run_pretrain(args: argparse.Namespace) -> int:
     from tomoformer.classify.run import run_classify
 
     config = config_from_args(args)
-    if config.policy != "full":
+    if parse_policy(config.policy) != Policy("full"):
         raise ConfigError("pretrain trains every parameter; use `classify finetune --policy` for policies")
     return _report(run_classify(config))
 
 
 def run_finetune(args: argparse.Namespace) -> int:
     from tomoformer.classify.run import run_classify
-    from tomoformer.finetune.policies import parse_policy
+    from tomoformer.tasks.policy import parse_policy
 
     config = config_from_args(args)
     parse_policy(config.policy)  # a bad policy fails before any data is read

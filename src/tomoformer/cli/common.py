@@ -23,21 +23,6 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return {str(k).replace("-", "_"): v for k, v in values.items()}
 
 
-def merged_options(args: argparse.Namespace, defaults: dict[str, Any], skip: tuple[str, ...] = ()) -> dict[str, Any]:
-    """``defaults`` < ``--config`` YAML < flags given on the command line (flags default to SUPPRESS)."""
-    options = dict(defaults)
-    if getattr(args, "config", None):
-        from_file = read_yaml(args.config)
-        unknown = sorted(set(from_file) - set(defaults))
-        if unknown:
-            raise ConfigError(f"{args.config}: unknown option(s): {', '.join(unknown)}")
-        options.update(from_file)
-    for key, value in vars(args).items():
-        if key in defaults and key not in skip:
-            options[key] = value
-    return options
-
-
 def parse_key_values(pairs: list[str] | None, what: str) -> dict[str, Any]:
     """``["depth=4", "decoder=transformer"]`` → ``{"depth": 4, "decoder": "transformer"}`` (values as YAML)."""
     values: dict[str, Any] = {}

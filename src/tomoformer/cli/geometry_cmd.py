@@ -92,37 +92,18 @@ def run_import(args: argparse.Namespace) -> int:
 
 
 def run_scene(args: argparse.Namespace) -> int:
-    import numpy as np
+    from tomoformer.geometry.scene import write_tile_scene
 
-    from tomoformer.errors import DataError
-    from tomoformer.geometry.store import open_geometry
-    from tomoformer.io import atomic_path
-    from tomoformer.outputs import claim_output
-    from tomoformer.sim.scenes import BUILDING_MATERIALS, ITU_MATERIALS, building_materials, write_city_scene
-
-    if args.material != "mixed" and args.material not in ITU_MATERIALS:
-        raise ConfigError(
-            f"--material {args.material!r}: expected mixed or an ITU material: {', '.join(ITU_MATERIALS)}"
-        )
-    if not 0 < args.wall_thickness_m < 10 or not 0 <= args.ground_margin_m < 1e5:
-        raise ConfigError("--wall-thickness-m must be in (0, 10) and --ground-margin-m in [0, 1e5) metres")
-    tiles = open_geometry(args.store)
-    try:
-        if not 0 <= args.index < len(tiles):
-            raise DataError(f"{args.store}: --index {args.index} is out of range ({len(tiles)} tiles)")
-        heights = tiles.tile(args.index)
-        cell = float(tiles.attrs.get("cell_size_m", 2.0))
-    finally:
-        tiles.close()
-    if args.material == "mixed":
-        materials, names = building_materials(heights, np.random.default_rng(args.seed)), BUILDING_MATERIALS
-    else:
-        materials, names = np.zeros(heights.shape, int), (args.material,)
-    claim = claim_output(args.out, overwrite=args.overwrite, command="geometry scene", inputs=(args.store,))
-    with claim, atomic_path(args.out) as tmp:
-        tmp.mkdir()
-        write_city_scene(tmp, heights, cell, materials, args.ground_margin_m, args.wall_thickness_m, names)
-    H, W = heights.shape
+    H, W, cell = write_tile_scene(
+        args.store,
+        args.index,
+        args.out,
+        material=args.material,
+        wall_thickness_m=args.wall_thickness_m,
+        ground_margin_m=args.ground_margin_m,
+        seed=args.seed,
+        overwrite=args.overwrite,
+    )
     print(f"wrote {args.out}/scene.xml: tile {args.index}, {H * cell:g} x {W * cell:g} m, {args.material} walls")
     return 0
 

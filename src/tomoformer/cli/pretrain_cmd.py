@@ -5,12 +5,10 @@ self-supervised masked signal modelling that needs no building labels."""
 from __future__ import annotations
 
 import argparse
-import time
 from typing import Any
 
 from tomoformer.cli.common import (
     add_config_flag,
-    add_overwrite_flag,
     below_one,
     non_negative_int,
     open_fraction,
@@ -18,6 +16,7 @@ from tomoformer.cli.common import (
     positive_int,
     probability,
 )
+from tomoformer.cli.renamed import add_sample_frames_flags
 from tomoformer.cli.train_cmd import add_train_flags, train_config_from_args
 from tomoformer.errors import ConfigError
 
@@ -28,13 +27,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("pretrain", help="pretrain a model on a dataset or on data simulated on the fly")
     add_train_flags(p)
     p.add_argument("--model-opt", dest="model_opts", action="append", metavar="KEY=VALUE", help="model option")
-    p.add_argument("--resume", action="store_true", default=_S, help="continue from OUT/checkpoints/last.ckpt")
-    add_overwrite_flag(p, default=_S)
-    p.add_argument("--no-progress", dest="progress", action="store_false", default=_S)
     p.add_argument("--no-d4", dest="d4", action="store_false", default=_S, help="no symmetry augmentation")
-    p.add_argument(
-        "--frames", dest="max_frames", type=non_negative_int, default=_S, help="random subsets of at most N frames"
-    )
+    add_sample_frames_flags(p, non_negative_int)
     p.add_argument("--min-frames", dest="min_frames", type=positive_int, default=_S)
     p.add_argument("--min-keep-fraction", dest="min_keep_fraction", type=probability, default=_S)
     p.add_argument("--max-floor-fraction", dest="max_floor_fraction", type=below_one, default=_S)
@@ -63,42 +57,6 @@ def sim_config_from_args(args: argparse.Namespace) -> Any:
     return SimConfig.from_dict(values)
 
 
-def run_stream_pretraining(config: Any, sim: Any, samples_per_epoch: int, val_samples: int) -> Any:
-    """Train ``config.model`` on a :class:`SimulatorDataModule`; the run folder is the same as ``train``'s, and its
-    ``config.yaml`` also records the simulator config (``stream``). ``config.data``/``val_data`` are ignored.
-
-    ``config``: a TrainConfig; ``sim``: a SimConfig. Returns a TrainResult.
-    """
-    from tomoformer.data.stream import SimulatorDataModule
-    from tomoformer.models.registry import create_model
-    from tomoformer.tasks.mapping import MappingTask
-    from tomoformer.tasks.train import finish_run, finished_result, fit_task, open_run, task_options
-
-    if samples_per_epoch < 1 or val_samples < 1:
-        raise ConfigError("--samples-per-epoch and --val-samples must be at least 1")
-    if getattr(create_model(config.model, **config.model_kwargs), "requires_fit", False):
-        raise ConfigError(f"model {config.model!r} is fitted, not trained: use `tomoformer train --data`")
-    start = time.perf_counter()
-    stream = {"sim_config": sim.to_dict(), "samples_per_epoch": samples_per_epoch, "val_samples": val_samples}
-    record = {**config.to_dict(), "data": None, "val_data": None, "stream": stream}
-    with open_run(config, record, command="pretrain") as run:
-        done = finished_result(run, config)
-        if done is not None:
-            return done
-        datamodule = SimulatorDataModule(
-            sim,
-            samples_per_epoch=samples_per_epoch,
-            val_samples=val_samples,
-            batch_size=config.batch_size,
-            num_workers=config.num_workers,
-            augment=config.augment,
-            seed=config.seed,
-        )
-        datamodule.setup()
-        task = MappingTask(**task_options(config, datamodule.attrs))
-        return finish_run(run, fit_task(task, datamodule, config, run.begin(), start))
-
-
 def run(args: argparse.Namespace) -> int:
     from tomoformer.tasks.train import run_training
 
@@ -108,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError("give either --stream or --data, not both")
         if args.objective == "masked":
             raise ConfigError("--objective masked trains on a dataset store: give --data, not --stream")
+        from tomoformer.tasks.stream_pretraining import run_stream_pretraining
+
         result = run_stream_pretraining(config, sim_config_from_args(args), args.samples_per_epoch, args.val_samples)
     else:
         if args.sim_config or args.overrides:

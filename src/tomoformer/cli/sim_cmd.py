@@ -42,7 +42,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from tomoformer.sim.calibrate import calibrate_dataset
+    from tomoformer.data.simulated import calibrate_dataset
     from tomoformer.sim.config import SimConfig
 
     if args.max_samples is not None and args.max_samples < 1:

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import argparse
 
-from tomoformer.cli.train_cmd import add_train_flags, train_flags
+from tomoformer.cli.options import values_from_args
+from tomoformer.cli.train_cmd import add_train_flags
 from tomoformer.errors import ConfigError
-from tomoformer.finetune.policies import POLICY_HELP
+from tomoformer.tasks.policy import POLICY_HELP
 
 DEFAULT_SIZES = "16,64,256"
 DEFAULT_POLICIES = "full,head,freeze:6,llrd:0.75,lora:8,lp-ft"
 _S = argparse.SUPPRESS
-# Training flags shared by every run of the study (the model comes from the checkpoint; data and out are its own).
-_FLAGS = train_flags("data", "val_data", "out", "model", "num_nodes", "strategy")
+# Training flags shared by every run of the study (the model comes from the checkpoint; data, out, --resume and
+# --overwrite are the study's own).
+_SKIP = ("data", "val_data", "out", "model", "resume", "overwrite", "progress", "data_on_device")
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -32,7 +34,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="skip the runs already in OUT/results.csv")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier study in OUT (ours only)")
     p.add_argument("--no-d4", dest="d4", action="store_false", help="no symmetry augmentation")
-    add_train_flags(p, _FLAGS)
+    add_train_flags(p, _SKIP)
     p.set_defaults(handler=run)
 
 
@@ -44,18 +46,15 @@ def _split(text: str, what: str) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tomoformer.data.datamodule import AugmentOptions
-    from tomoformer.finetune.study import run_study
+    from tomoformer.tasks.study import run_study
     from tomoformer.tasks.train import TrainConfig
 
     try:
         sizes = [int(s) for s in _split(args.sizes, "--sizes")]
     except ValueError:
         raise ConfigError(f"--sizes: expected integers like {DEFAULT_SIZES}, got {args.sizes!r}") from None
-    values = {name: getattr(args, name) for name in _FLAGS if hasattr(args, name)}
-    if "devices" in values and str(values["devices"]).isdigit():
-        values["devices"] = int(values["devices"])
-    config = TrainConfig(**values, augment=AugmentOptions(d4=args.d4), progress=False)
+    values = values_from_args(args, TrainConfig, _SKIP)
+    config = TrainConfig.from_dict({**values, "augment": {"d4": args.d4}, "progress": False})
     if config.max_epochs < 1 and config.max_steps < 1:
         raise ConfigError("give --max-epochs or --max-steps of at least 1")
     rows = run_study(

@@ -5,64 +5,20 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from tomoformer.cli.common import add_config_flag, add_overwrite_flag, parse_key_values, read_yaml
+from tomoformer.cli.common import add_config_flag, parse_key_values
+from tomoformer.cli.options import add_options, values_from_args
+from tomoformer.cli.renamed import add_sample_frames_flags
 from tomoformer.errors import ConfigError
 
 _S = argparse.SUPPRESS
-# Flag dest → TrainConfig field type, for flags that set a top-level field.
-_TRAIN_FLAGS: dict[str, Any] = {
-    "data": str,
-    "val_data": str,
-    "out": str,
-    "model": str,
-    "max_epochs": int,
-    "max_steps": int,
-    "batch_size": int,
-    "lr": float,
-    "weight_decay": float,
-    "warmup_fraction": float,
-    "val_fraction": float,
-    "seed": int,
-    "accelerator": str,
-    "devices": str,
-    "num_nodes": int,
-    "strategy": str,
-    "precision": str,
-    "num_workers": int,
-}
 
 
-_FLAG_HELP = {
-    "data": "training dataset (.zarr, .npz, .h5) with 'buildings'",
-    "val_data": "validation dataset (default: a seeded --val-fraction of --data)",
-    "out": "run folder (config, metrics, checkpoints, figures)",
-    "model": "registered model name (see `tomoformer models`)",
-    "max_epochs": "epochs (default 50)",
-    "max_steps": "optimiser steps; -1 = no limit (default)",
-    "batch_size": "samples per step (default 8)",
-    "lr": "peak AdamW learning rate (default 1e-3)",
-    "weight_decay": "AdamW weight decay (default 0.05)",
-    "warmup_fraction": "fraction of the steps spent warming up (default 0.05)",
-    "val_fraction": "share of --data held out when no --val-data is given (default 0.1)",
-    "seed": "seed for the split, shuffling, augmentation and initialisation (default 0)",
-    "accelerator": "auto, cpu or gpu (default auto)",
-    "devices": "devices per node (default 1)",
-    "num_nodes": "nodes (default 1)",
-    "strategy": "Lightning strategy, e.g. ddp (default auto)",
-    "precision": "e.g. 32-true, bf16-mixed (default: bf16-mixed on CUDA, else 32-true)",
-    "num_workers": "data-loading worker processes (default 0)",
-}
+def add_train_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
+    """The TrainConfig flags, generated from its fields (tasks/options.py) minus ``skip``; all default to SUPPRESS,
+    so YAML values survive unless a flag is given."""
+    from tomoformer.tasks.config import TrainConfig
 
-
-def train_flags(*drop: str) -> dict[str, Any]:
-    """The TrainConfig flags (dest → type) minus ``drop``, for commands that fix some of them."""
-    return {name: kind for name, kind in _TRAIN_FLAGS.items() if name not in drop}
-
-
-def add_train_flags(parser: argparse.ArgumentParser, flags: dict[str, Any] | None = None) -> None:
-    """The TrainConfig flags (all default to SUPPRESS, so YAML values survive unless a flag is given)."""
-    for name, kind in (flags or _TRAIN_FLAGS).items():
-        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, default=_S, help=_FLAG_HELP.get(name))
+    add_options(parser, TrainConfig, skip)
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -75,24 +31,8 @@ def register(commands: argparse._SubParsersAction) -> None:
         metavar="KEY=VALUE",
         help="model option, e.g. --model-opt decoder=transformer (repeatable)",
     )
-    p.add_argument("--resume", action="store_true", default=_S, help="continue from OUT/checkpoints/last.ckpt")
-    add_overwrite_flag(p, default=_S)
-    p.add_argument("--no-progress", dest="progress", action="store_false", default=_S)
-    p.add_argument(
-        "--data-on-device",
-        dest="data_on_device",
-        action="store_true",
-        default=_S,
-        help="load the datasets into the training device's memory (float16) and augment batches there",
-    )
     p.add_argument("--no-d4", dest="d4", action="store_false", default=_S, help="no symmetry augmentation")
-    p.add_argument(
-        "--frames",
-        dest="max_frames",
-        type=int,
-        default=_S,
-        help="train on random subsets of at most this many frames",
-    )
+    add_sample_frames_flags(p)
     p.add_argument("--min-frames", dest="min_frames", type=int, default=_S)
     p.add_argument(
         "--min-keep-fraction",
@@ -109,74 +49,46 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="random receiver floor: the weakest 0 to this fraction of each sample's cells become NaN "
         "(default 0.4; 0 = off)",
     )
+    p.add_argument(
+        "--crop",
+        dest="crop",
+        type=int,
+        default=_S,
+        help="train on random N x N windows of each map (cheaper steps; the model still maps whole maps)",
+    )
     add_config_flag(p)
     p.set_defaults(handler=run)
 
-    q = commands.add_parser("models", help="list the registered models")
+    q = commands.add_parser("models", help="list the registered models (or, with --pretrained, the shipped weights)")
+    q.add_argument(
+        "--pretrained", action="store_true", help="list the pretrained weights that ship with the package instead"
+    )
     q.set_defaults(handler=run_models)
 
 
-def train_config_from_args(args: argparse.Namespace) -> Any:
-    """TrainConfig defaults < --config YAML < flags."""
-    from tomoformer.tasks.train import TrainConfig
+def train_config_from_args(args: argparse.Namespace, skip: tuple[str, ...] = ()) -> Any:
+    """TrainConfig defaults < --config YAML < flags (``skip``: fields a command sets itself)."""
+    from tomoformer.tasks.config import TrainConfig
 
-    values: dict[str, Any] = read_yaml(args.config) if getattr(args, "config", None) else {}
-    _check_types(values, TrainConfig, "")
-    for name in _TRAIN_FLAGS:
-        if hasattr(args, name):
-            values[name] = getattr(args, name)
-    if "devices" in values and str(values["devices"]).isdigit():
-        values["devices"] = int(values["devices"])
-    for name in ("resume", "overwrite", "progress", "data_on_device"):
-        if hasattr(args, name):
-            values[name] = getattr(args, name)
-    augment = dict(values.get("augment") or {})
-    for name in ("d4", "max_frames", "min_frames", "min_keep_fraction", "max_floor_fraction"):
+    values = values_from_args(args, TrainConfig, skip)
+    augment = values.get("augment") or {}
+    if not isinstance(augment, dict):
+        raise ConfigError(f"option augment is {augment!r}, expected a mapping")
+    augment = dict(augment)
+    for name in ("d4", "max_frames", "min_frames", "min_keep_fraction", "max_floor_fraction", "crop"):
         if hasattr(args, name):
             augment[name] = getattr(args, name)
     if augment.get("max_frames") and not augment.get("min_frames"):
         augment["min_frames"] = max(1, augment["max_frames"] // 2)
     values["augment"] = augment
-    values["model_kwargs"] = {
-        **(values.get("model_kwargs") or {}),
-        **parse_key_values(args.model_opts, "--model-opt"),
-    }
+    kwargs = values.get("model_kwargs") or {}
+    if not isinstance(kwargs, dict):
+        raise ConfigError(f"option model_kwargs is {kwargs!r}, expected a mapping")
+    values["model_kwargs"] = {**kwargs, **parse_key_values(getattr(args, "model_opts", None), "--model-opt")}
     config = TrainConfig.from_dict(values)
     if config.max_epochs < 1 and config.max_steps < 1:
         raise ConfigError("give --max-epochs or --max-steps of at least 1")
     return config
-
-
-_TYPES: dict[str, tuple[type, ...]] = {
-    "int": (int,),
-    "float": (int, float),
-    "str": (str,),
-    "bool": (bool,),
-    "None": (type(None),),
-    "dict[str, Any]": (dict,),
-    "AugmentOptions": (dict,),
-}
-
-
-def _check_types(values: dict[str, Any], cls: type, prefix: str) -> None:
-    """Refuse a YAML value of the wrong type (``max_epochs: ten``) with one line, before it fails deep inside."""
-    import dataclasses
-
-    from tomoformer.data.datamodule import AugmentOptions
-
-    for f in dataclasses.fields(cls):
-        if f.name not in values:
-            continue
-        value, allowed = values[f.name], str(f.type).split(" | ")
-        kinds = tuple(t for name in allowed for t in _TYPES.get(name.strip(), (object,)))
-        if not isinstance(value, kinds) or (isinstance(value, bool) and "bool" not in allowed):
-            raise ConfigError(f"option {prefix}{f.name} is {value!r}, expected {str(f.type).replace(' | ', ' or ')}")
-        if f.name == "augment" and isinstance(value, dict):
-            _check_types(value, AugmentOptions, "augment.")
-    if isinstance(values.get("model_kwargs"), dict):
-        bad = [k for k in values["model_kwargs"] if not isinstance(k, str) or not k.isidentifier()]
-        if bad:
-            raise ConfigError(f"model_kwargs: {bad[0]!r} is not an option name")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -193,6 +105,12 @@ def run(args: argparse.Namespace) -> int:
 def run_models(args: argparse.Namespace) -> int:
     from tomoformer.models.registry import create_model, list_models
 
+    if args.pretrained:
+        from tomoformer.pretrained import available
+
+        for card in available():
+            print(card.summary())
+        return 0
     for name in list_models():
         model = create_model(name)
         n = sum(p.numel() for p in model.parameters())

@@ -106,14 +106,16 @@ class AugmentOptions:
     # On by default: a random receiver floor is what made models trained on the fast simulator work on ray-traced
     # maps (IoU 0.17 -> 0.50 on rt_city for tomoformer_tiny), at a cost of 0.005 IoU on the simulator itself.
     max_floor_fraction: float | None = 0.4
+    # Train on random crop x crop windows of each map (None: whole maps); models map any size at inference.
+    crop: int | None = None
 
     def build(self) -> Augment | None:
         frames = (self.min_frames, self.max_frames) if self.max_frames else None
         keep = (self.min_keep_fraction, 1.0) if self.min_keep_fraction else None
         floor = (0.0, self.max_floor_fraction) if self.max_floor_fraction else None
-        if not self.d4 and frames is None and keep is None and floor is None:
+        if not self.d4 and frames is None and keep is None and floor is None and self.crop is None:
             return None
-        return Augment(d4=self.d4, frames=frames, keep_fraction=keep, floor_fraction=floor)
+        return Augment(d4=self.d4, frames=frames, keep_fraction=keep, floor_fraction=floor, crop=self.crop)
 
 
 def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -32,6 +32,7 @@ from tomoformer.data.transforms import (
     N_D4,
     SHAPE_KEEPING_D4,
     apply_d4,
+    crop,
     random_floor,
     random_frame_subset,
     random_sparsity,
@@ -189,7 +190,13 @@ def augment_batch(
     """Augment a device batch without host round trips: D4 element ``k[i]`` for sample i (``k`` sorted, so
     each element is applied to one slice), then one frame subset and one sparsity level for the batch, drawn
     from ``rng`` (host numbers) and ``generator`` (device tensors), as :class:`~tomoformer.data.transforms.Augment`
-    orders them."""
+    orders them (a ``crop`` window, one for the batch, first)."""
+    if options is not None and options.crop and max(signals.shape[-2:]) > options.crop:
+        H, W = signals.shape[-2:]
+        size = min(options.crop, H, W)
+        top, left = int(rng.integers(0, H - size + 1)), int(rng.integers(0, W - size + 1))
+        signals, cropped, tx = crop(signals, buildings, tx, top, left, size)
+        buildings = cropped if cropped is not None else buildings
     if k.any():
         parts = []
         for value in np.unique(k):

@@ -25,9 +25,7 @@ from torch.utils.data import Dataset
 
 from tomoformer.data.datamodule import AugmentOptions, EpochShuffleSampler, SplitDataModule, model_tx_pos, plan_batches
 from tomoformer.data.transforms import Augment
-from tomoformer.sim.cities import STYLES
-from tomoformer.sim.config import SimConfig
-from tomoformer.sim.simulate import _prepare, _signals, dataset_attrs, simulate_samples
+from tomoformer.sim import SimConfig, dataset_attrs, prepare, propagate, simulate_samples
 
 
 class SimulatorStream(Dataset):
@@ -201,14 +199,14 @@ class DeviceSimulatorStream:
             for b, (indices, k) in enumerate(plans):
                 while len(pending) < self.ahead and b + len(pending) < len(plans):
                     upcoming = plans[b + len(pending)][0]
-                    pending.append([pool.submit(_prepare, cfg, self.seed, int(i)) for i in upcoming])
+                    pending.append([pool.submit(prepare, cfg, self.seed, int(i)) for i in upcoming])
                 samples = [future.result() for future in pending.popleft()]
-                signals = _signals(cfg, samples, self.device)
+                signals = propagate(cfg, samples, self.device)
                 buildings = _upload(np.stack([s.heights > cfg.rx_height_m for s in samples]), self.device).float()
                 tx = model_tx_pos(np.stack([s.tx_pos for s in samples]), cfg.cell_size_m, cfg.rx_height_m)
                 tx = _upload(tx.numpy(), self.device)
                 signals, buildings, tx = augment_batch(signals, buildings, tx, k, self.augment, rng, generator)
-                group = np.array([STYLES.index(s.style) for s in samples], np.int64)
+                group = np.array([s.group_id for s in samples], np.int64)
                 yield {
                     "signals": signals,
                     "tx_pos": tx,

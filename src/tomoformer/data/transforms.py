@@ -130,13 +130,28 @@ def random_floor(signals: Tensor, fraction: float, generator: torch.Generator | 
     return signals.masked_fill(signals < floor, float("nan"))
 
 
+def crop(
+    signals: Tensor, buildings: Tensor | None, tx_pos: Tensor | None, top: int, left: int, size: int
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """The ``size x size`` window at (``top``, ``left``) of a sample or batch; ``tx_pos`` (row, col in cells) moves
+    with the window, so a transmitter keeps its place relative to the cells (it may now lie outside them)."""
+    window = (..., slice(top, top + size), slice(left, left + size))
+    new_tx = None
+    if tx_pos is not None:
+        new_tx = tx_pos.clone()
+        new_tx[..., 0] -= top
+        new_tx[..., 1] -= left
+    return signals[window], buildings[window] if buildings is not None else None, new_tx
+
+
 class Augment:
     """Random augmentation of a sample dict ``{"signals", "buildings"?, "tx_pos"?, ...}``.
 
-    In order: a random frame subset (T drawn uniformly in ``frames = (min, max)``), a random D4 symmetry (on a
-    non-square grid only the four that keep H x W: identity, mirrors and the half turn),
-    random sparsity (keep fraction drawn uniformly in ``keep_fraction = (lo, hi)``), then a random receiver
-    floor (the weakest fraction, drawn uniformly in ``floor_fraction = (lo, hi)``, of the cells becomes NaN).
+    In order: a random ``crop x crop`` window (train on small windows, predict on whole maps; off by default), a
+    random frame subset (T drawn uniformly in ``frames = (min, max)``), a random D4 symmetry (on a non-square grid
+    only the four that keep H x W: identity, mirrors and the half turn), random sparsity (keep fraction drawn
+    uniformly in ``keep_fraction = (lo, hi)``), then a random receiver floor (the weakest fraction, drawn uniformly
+    in ``floor_fraction = (lo, hi)``, of the cells becomes NaN).
     Other keys pass through unchanged. Works on one sample (``signals [T, H, W]``) or a batch (one draw for the batch).
 
     Deterministic given the generator: the same seed gives the same sequence of augmented samples. In a
@@ -151,7 +166,11 @@ class Augment:
         keep_fraction: tuple[float, float] | None = None,
         generator: torch.Generator | None = None,
         floor_fraction: tuple[float, float] | None = None,
+        crop: int | None = None,
     ) -> None:
+        if crop is not None and crop < 1:
+            raise ValueError(f"crop must be a window side >= 1, got {crop}")
+        self.crop = crop
         if frames is not None and not 1 <= frames[0] <= frames[1]:
             raise ValueError(f"frames must be (min, max) with 1 <= min <= max, got {frames}")
         if keep_fraction is not None and not 0.0 <= keep_fraction[0] <= keep_fraction[1] <= 1.0:
@@ -171,6 +190,12 @@ class Augment:
         g = generator if generator is not None else self.generator
         out = dict(sample)
         signals, buildings, tx_pos = out["signals"], out.get("buildings"), out.get("tx_pos")
+        if self.crop is not None and max(signals.shape[-2:]) > self.crop:
+            H, W = signals.shape[-2:]
+            size = min(self.crop, H, W)
+            top = int(torch.randint(0, H - size + 1, (1,), generator=g, device=_device(g)))
+            left = int(torch.randint(0, W - size + 1, (1,), generator=g, device=_device(g)))
+            signals, buildings, tx_pos = crop(signals, buildings, tx_pos, top, left, size)
         if self.frames is not None:
             lo, hi = self.frames
             n = int(torch.randint(lo, hi + 1, (1,), generator=g, device=_device(g)))
@@ -200,5 +225,5 @@ class Augment:
     def __repr__(self) -> str:
         return (
             f"Augment(d4={self.d4}, frames={self.frames}, keep_fraction={self.keep_fraction}, "
-            f"floor_fraction={self.floor_fraction})"
+            f"floor_fraction={self.floor_fraction}, crop={self.crop})"
         )

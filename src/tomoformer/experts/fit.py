@@ -32,9 +32,9 @@ import torch
 from tomoformer.checkpoint import load_checkpoint, save_checkpoint
 from tomoformer.data.datamodule import SignalDataModule, SignalMapDataset, make_loader
 from tomoformer.errors import ConfigError
+from tomoformer.experts.build import load_expert
 from tomoformer.experts.clustering import ClusterFit, fit_clusters
 from tomoformer.experts.config import ExpertsConfig
-from tomoformer.experts.model import ExpertsModel, region_boxes
 from tomoformer.experts.task import (
     ExpertsTask,
     RegionCrops,
@@ -43,11 +43,12 @@ from tomoformer.experts.task import (
     metrics_rows,
     predict_with_clusters,
 )
-from tomoformer.finetune.policies import parse_policy
-from tomoformer.finetune.run import FinetuneTask
 from tomoformer.io import atomic_path, write_text_atomic
+from tomoformer.models.experts.model import ExpertsModel, region_boxes
 from tomoformer.models.registry import create_model
 from tomoformer.outputs import RunFolder, run_folder
+from tomoformer.tasks.finetune import FinetuneTask
+from tomoformer.tasks.policy import parse_policy
 from tomoformer.tasks.train import _plain_attrs, fit_task, task_options
 
 
@@ -154,7 +155,7 @@ def _fit(config: ExpertsConfig, run: RunFolder) -> ExpertsResult:
         if not (config.resume and (folder / "done.json").exists()):
             train_expert(config, i, expert_spec, init, train_set, val_set, fit.labels, val_clusters, attrs, folder)
         done = json.loads((folder / "done.json").read_text())
-        model.load_expert(i, folder / done["checkpoint"])
+        load_expert(model, i, folder / done["checkpoint"])
     hparams = {"model": "experts", "model_kwargs": spec, "data_attrs": attrs}
     save_checkpoint(out / "stage1.ckpt", model, hparams)
 
@@ -215,7 +216,7 @@ def model_spec(
         spec["num_points"] = len(fit.points)
         spec["num_features"] = int(fit.centres.shape[1])
     if encoder is not None:
-        from tomoformer.experts.features import embedding_width
+        from tomoformer.models.experts.features import embedding_width
 
         spec["encoder"] = {"model": encoder.name, "model_kwargs": dict(encoder.model_kwargs)}
         spec.setdefault("num_features", embedding_width(encoder.model))

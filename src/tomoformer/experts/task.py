@@ -9,11 +9,10 @@ import torch
 from torch.utils.data import Dataset
 
 from tomoformer.data.datamodule import SignalMapDataset, SplitDataModule
-from tomoformer.errors import ConfigError
 from tomoformer.evaluation.metrics import evaluate_predictions
-from tomoformer.experts.model import ExpertsModel, shift_tx
-from tomoformer.finetune.policies import apply_policy, parse_policy
+from tomoformer.models.experts.model import ExpertsModel, shift_tx
 from tomoformer.tasks.mapping import MappingTask
+from tomoformer.tasks.policy import Policy, apply_policy, require_kind
 
 
 class ExpertsTask(MappingTask):
@@ -25,15 +24,14 @@ class ExpertsTask(MappingTask):
         super().__init__(**kwargs)
         if not isinstance(self.model, ExpertsModel):
             raise TypeError("ExpertsTask needs model='experts'")
-        if global_policy != "full" and self.model.backbone is not None:
+        if self.model.backbone is not None:
             # The shared backbone is frozen already; "head" also freezes the LoRA adapters.
-            if parse_policy(global_policy).kind != "head":
-                raise ConfigError(f"shared-backbone experts take global_policy full or head, not {global_policy!r}")
+            policy = require_kind(global_policy, ("full", "head"), "global_policy", " with a shared backbone")
             for param in self.model.backbone.adapter_parameters():
-                param.requires_grad_(False)
-        elif global_policy != "full":
+                param.requires_grad_(param.requires_grad and policy == Policy("full"))
+        else:
             for expert in self.model.experts:
-                apply_policy(expert, global_policy)
+                apply_policy(expert, global_policy)  # "full" leaves everything trainable
 
     def _shared_step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
         out = self.model.forward_all(batch["signals"], batch.get("tx_pos"))

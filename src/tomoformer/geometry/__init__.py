@@ -2,7 +2,8 @@
 
 Needs the optional ``[geo]`` extra (shapely 2, pyproj, pyogrio, geopandas, pyrosm). Modules:
 ``footprints`` reads and projects footprints, ``rasterise`` turns them into tiles, ``store`` writes and reads
-geometry-only stores (``buildings`` + ``heights`` + ``group``, no signals).
+geometry-only stores (``buildings`` + ``heights`` + ``group``, no signals), ``source`` serves a store's tiles
+to the simulators (``tomoformer simulate --geometry``; no extra needed).
 """
 
 from __future__ import annotations

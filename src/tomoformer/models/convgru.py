@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tomoformer.errors import ConfigError
+from tomoformer.models.adapt import linear_and_conv_targets
 from tomoformer.models.features import NUM_FRAME_FEATURES, NUM_PIXEL_STATISTICS, frame_features, pixel_statistics
 from tomoformer.models.registry import register_model
 from tomoformer.models.tracing import is_exporting
@@ -85,6 +86,10 @@ class ConvGRU(nn.Module):
 
     def get_classifier(self) -> nn.Module:
         return self.head
+
+    def lora_targets(self) -> list[str]:
+        """Every conv layer except the head."""
+        return linear_and_conv_targets(self)
 
     def forward(self, signals: Tensor, tx_pos: Tensor | None = None) -> Tensor:
         """signals [B, T, H, W] dB (NaN = missing), tx_pos [B, T, 3] cells | None -> logits [B, H, W]."""

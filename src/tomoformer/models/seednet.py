@@ -48,6 +48,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tomoformer.errors import ConfigError, DataError
+from tomoformer.models.adapt import linear_and_conv_targets
 from tomoformer.models.features import NUM_FRAME_FEATURES, frame_features, pad_to_multiple
 from tomoformer.models.registry import register_model
 
@@ -119,6 +120,15 @@ class SeedNet(nn.Module):
 
     def get_classifier(self) -> nn.Module:
         return self.head
+
+    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
+        """timm-style layer groups: the per-frame CNN, then the Transformer encoder layers (norm and head last)."""
+        return {"stem": r"^cnn", "blocks": r"^encoder\.layers\.(\d+)"}
+
+    def lora_targets(self) -> list[str]:
+        """Every conv and linear layer except the head and the attention output projections (see
+        :func:`~tomoformer.models.adapt.linear_and_conv_targets`)."""
+        return linear_and_conv_targets(self)
 
     def forward(self, signals: Tensor, tx_pos: Tensor | None = None) -> Tensor:
         """signals [B, T, H, W] dB (NaN = missing), tx_pos [B, T, 3] cells | None -> logits [B, H, W]."""

@@ -17,6 +17,7 @@ Output: logits [B, H, W] for "building".
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -27,6 +28,7 @@ from timm.models.vision_transformer import Attention, Block
 from torch import Tensor, nn
 
 from tomoformer.errors import ConfigError
+from tomoformer.models.adapt import linear_and_conv_targets
 from tomoformer.models.features import NUM_FRAME_FEATURES, pad_to_multiple, pixel_statistics
 from tomoformer.models.pixel_pool import PixelFramePool, physics_frame_features, physics_pixel_dim
 from tomoformer.models.registry import register_model
@@ -41,6 +43,9 @@ __all__ = [
     "tomoformer_small",
     "tomoformer_tiny",
 ]
+
+# Linear projections of the ViT blocks (attention and MLP) and of the frame pooling (FramePool).
+_LORA_TARGETS = re.compile(r"(^|\.)blocks\.\d+\.(attn\.(qkv|proj)|mlp\.fc[12])$|^agg\.(q|kv|proj|merge|mlp\.fc[12])$")
 
 
 @dataclass
@@ -354,6 +359,12 @@ class TomoFormer(nn.Module):
     @torch.jit.ignore
     def get_classifier(self) -> nn.Module:
         return self.head
+
+    def lora_targets(self) -> list[str]:
+        """LoRA goes on the attention and MLP projections of the ViT blocks and of the frame pooling; without the
+        Transformer (``transformer=False``) on every conv and linear layer except the head."""
+        names = [n for n, m in self.named_modules() if isinstance(m, nn.Linear) and _LORA_TARGETS.search(n)]
+        return names or linear_and_conv_targets(self)
 
     def reset_classifier(self, num_classes: int = 1) -> None:
         """Replace the final 1x1 projection (fresh weights) with ``num_classes`` outputs."""

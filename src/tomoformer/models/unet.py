@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from tomoformer.models.adapt import linear_and_conv_targets
 from tomoformer.models.features import NUM_FRAME_FEATURES, NUM_PIXEL_STATISTICS, pad_to_multiple, pixel_statistics
 from tomoformer.models.pixel_pool import (
     PixelFramePool,
@@ -71,6 +72,14 @@ class UNet(nn.Module):
 
     def get_classifier(self) -> nn.Module:
         return self.head
+
+    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
+        """timm-style layer groups: the stem, then the encoder stages ``down.i`` (decoder and head come last)."""
+        return {"stem": r"^stem", "blocks": r"^down\.(\d+)"}
+
+    def lora_targets(self) -> list[str]:
+        """Every conv and linear layer except the head."""
+        return linear_and_conv_targets(self)
 
     def forward(self, signals: Tensor, tx_pos: Tensor | None = None) -> Tensor:
         """signals [B, T, H, W] dB (NaN = missing), tx_pos [B, T, 3] cells | None -> logits [B, H, W]."""

@@ -20,7 +20,8 @@ from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from tomoformer.errors import ConfigError
-from tomoformer.tasks.mapping import dice_loss
+from tomoformer.models.protocol import forward_train_of
+from tomoformer.tasks.losses import dice_loss
 
 Batch = dict[str, Tensor]
 Step = Callable[[Batch], Any]
@@ -82,7 +83,7 @@ def mapping_loss(logits: Tensor, buildings: Tensor) -> Tensor:
 def training_forward(model: nn.Module) -> Callable[..., tuple[Tensor, list[tuple[float, Tensor]]]]:
     """``model.forward_train`` (logits and weighted auxiliary logits, as MappingTask trains), else ``model`` with
     no auxiliary outputs."""
-    forward_train = getattr(model, "forward_train", None)
+    forward_train = forward_train_of(model)
     if forward_train is not None:
         return forward_train
     return lambda signals, tx_pos=None: (model(signals, tx_pos), [])

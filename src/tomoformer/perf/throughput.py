@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from tomoformer.models.protocol import requires_fit
 from tomoformer.models.registry import create_model
 from tomoformer.perf.measure import (
     Batch,
@@ -135,7 +136,7 @@ def bench_model(
     try:
         with free_device_memory(device):
             # Fitted models (threshold, rti) have no gradient step; they are measured at inference only.
-            if options.train and not getattr(model, "requires_fit", False):
+            if options.train and not requires_fit(model):
                 _bench_train(model, batch, device, options, result)
             if options.inference:
                 _bench_inference(model, batch, device, options, result)

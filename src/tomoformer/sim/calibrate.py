@@ -1,4 +1,5 @@
-"""Calibrate the fast simulator against ray-traced maps of the same layouts (``tomoformer sim calibrate``).
+"""Calibrate the fast simulator against ray-traced maps of the same layouts (``tomoformer sim calibrate``; the
+store is read by tomoformer.data.simulated.calibrate_dataset, this module takes arrays).
 
 The fast model's deterministic gain (without canyon light) is linear in its three loss parameters:
 
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -170,40 +170,33 @@ def dataset_config(attrs: dict[str, Any], shape: tuple[int, int, int, int]) -> S
     return SimConfig.from_dict({**values, "size": h, "frames": t})
 
 
-def calibrate_dataset(
-    path: str | os.PathLike[str],
+def calibrate_arrays(
+    heights: np.ndarray,
+    tx_pos: np.ndarray,
+    signals: np.ndarray,
+    attrs: dict[str, Any],
     config: SimConfig | None = None,
-    max_samples: int | None = None,
     fit_floor: bool = False,
     draws: int = 16,
     seed: int = 0,
+    source: str = "the dataset",
 ) -> Calibration:
-    """Calibrate against the ray-traced dataset at ``path`` (it needs ``heights`` and ``tx_pos``).
+    """Calibrate against ray-traced maps: heights float32 [N, H, W] metres, tx_pos float32 [N, T, 3] (row, col in
+    cells, height m), signals float32 [N, T, H, W] dB (NaN = no value), with the dataset's ``attrs``.
 
-    ``config`` (default: the dataset's own ``sim_config``) gives the starting point and every field that is
-    not fitted; frequency, cell size, receiver height, size and frames always come from the dataset.
+    ``config`` (default: the dataset's own ``sim_config`` attribute) gives the starting point and every field that
+    is not fitted; frequency, cell size, receiver height, size and frames always come from the data.
     ``draws`` > 0 also compares distributions (``compare_distributions``, that many physics draws per tile).
+    ``source`` names the data in errors (tomoformer.data.simulated.calibrate_dataset passes the store's path).
     """
-    from tomoformer.data.format import open_dataset
-
-    with open_dataset(path) as ds:
-        for key in ("heights", "tx_pos"):
-            if key not in ds.arrays:
-                raise DataError(f"{path}: calibration needs the '{key}' array (ray-traced data from `simulate`)")
-        n = len(ds) if max_samples is None else min(len(ds), max_samples)
-        if n < 1:
-            raise DataError(f"{path}: no samples to calibrate on")
-        base = config or dataset_config(ds.attrs, ds.shape)
-        geometry = {k: float(ds.attrs[k]) for k in ("cell_size_m", "frequency_hz", "rx_height_m") if k in ds.attrs}
-        _, t, h, w = ds.shape
-        if h != w:
-            raise DataError(f"{path}: the fast simulator makes square tiles; this dataset has {h}x{w} maps")
-        base = dataclasses.replace(base, **geometry, size=h, frames=t, measured_fraction=1.0)
-        tx_pos = ds.read("tx_pos", slice(0, n)).astype(np.float32)
-        if not np.isfinite(tx_pos).all():
-            raise DataError(f"{path}: calibration needs every transmitter position (tx_pos has NaN)")
-        heights = ds.read("heights", slice(0, n)).astype(np.float32)
-        signals = ds.read("signals", slice(0, n)).astype(np.float32)
+    base = config or dataset_config(attrs, signals.shape)
+    geometry = {k: float(attrs[k]) for k in ("cell_size_m", "frequency_hz", "rx_height_m") if k in attrs}
+    _, t, h, w = signals.shape
+    if h != w:
+        raise DataError(f"{source}: the fast simulator makes square tiles; this dataset has {h}x{w} maps")
+    base = dataclasses.replace(base, **geometry, size=h, frames=t, measured_fraction=1.0)
+    if not np.isfinite(tx_pos).all():
+        raise DataError(f"{source}: calibration needs every transmitter position (tx_pos has NaN)")
     result = fit_fast_params(heights, tx_pos, signals, base, fit_floor=fit_floor)
     if draws > 0:
         result.distributions = {

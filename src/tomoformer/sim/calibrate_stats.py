@@ -90,7 +90,7 @@ def fast_signals(
     import dataclasses
 
     from tomoformer.sim.physics import draw_physics
-    from tomoformer.sim.simulate import _Sample, _signals
+    from tomoformer.sim.simulate import PreparedSample, propagate
 
     config = dataclasses.replace(config, measured_fraction=1.0)
     heights = np.asarray(heights, np.float32)
@@ -102,8 +102,8 @@ def fast_signals(
         for i in range(lo, min(lo + chunk, len(heights))):
             seq = np.random.SeedSequence([seed, draw, i])
             torch_seed = int(seq.generate_state(1, np.uint64)[0] >> np.uint64(1))
-            samples.append(_Sample(heights[i], heights[i] <= 0, tx_pos[i], "", torch_seed, None, physics))
-        out[lo : lo + len(samples)] = _signals(config, samples, torch.device("cpu")).numpy()
+            samples.append(PreparedSample(heights[i], heights[i] <= 0, tx_pos[i], "", torch_seed, None, physics))
+        out[lo : lo + len(samples)] = propagate(config, samples, torch.device("cpu")).numpy()
     return out
 
 

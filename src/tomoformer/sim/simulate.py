@@ -5,6 +5,11 @@ Sample i of a dataset with seed s depends only on (s, i): every random draw come
 sample's physics, a torch generator for shadowing, noise and random sparsity), so splitting a dataset into batches
 (or resuming) gives identical arrays on CPU. The device work of many samples may run in one batch: the draws stay
 per sample.
+
+Two phases, public for callers that schedule the work themselves (tomoformer.data.stream): :func:`prepare` draws
+one sample's host-side part (city or given heights, transmitters, drive tests, physics) with NumPy, and
+:func:`propagate` turns a list of prepared samples into their signals on a device in batched torch calls.
+:func:`simulate_samples` is the two together.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -22,9 +27,26 @@ import torch
 from tomoformer.sim.canyon import canyon_light
 from tomoformer.sim.cities import STYLES, draw_style, make_city, outdoor_component, street_walks
 from tomoformer.sim.config import SimConfig
-from tomoformer.sim.geometry_source import GeometrySource
 from tomoformer.sim.physics import Physics, draw_physics, frame_values
 from tomoformer.sim.propagation import path_gain_and_loss_db, shadowing_from_noise, shadowing_noise_shape, to_device
+
+
+class HeightTiles(Protocol):
+    """Given heights in place of procedural cities: sample i stands on tile ``i mod len(tiles)``.
+
+    The simulators only read through these three methods; the store reading lives above sim
+    (tomoformer.geometry.source.GeometrySource reads a geometry store or any dataset with ``heights``).
+    """
+
+    def __len__(self) -> int: ...
+
+    def heights(self, index: int) -> np.ndarray:
+        """Heights float32 [H, W] metres of the tile of sample ``index``."""
+        ...
+
+    def group(self, index: int) -> int:
+        """Group (e.g. city) of the tile of sample ``index``, stored as the sample's ``group``."""
+        ...
 
 
 def dataset_attrs(config: SimConfig) -> dict[str, Any]:
@@ -46,7 +68,7 @@ def simulate_samples(
     count: int,
     device: str | torch.device = "cpu",
     batched: bool | None = None,
-    geometry: GeometrySource | None = None,
+    geometry: HeightTiles | None = None,
 ) -> dict[str, np.ndarray]:
     """Simulate samples ``start .. start + count - 1`` of the dataset defined by (config, seed).
 
@@ -56,8 +78,8 @@ def simulate_samples(
 
     ``batched`` (default: on every device but the CPU) runs the device work for many samples at once
     (``_simulate_batched``); otherwise samples run one by one (on CPU on parallel threads). Both draw
-    the same numbers, so they agree to float rounding. ``geometry`` (tomoformer.sim.geometry_source) gives the
-    heights of sample i (tile i mod N of a geometry store, group = its source) instead of a procedural city.
+    the same numbers, so they agree to float rounding. ``geometry`` (:class:`HeightTiles`) gives the heights of
+    sample i (tile i mod N, group = the tile's group) instead of a procedural city.
     """
     if seed < 0 or start < 0 or count < 0:
         raise ValueError("seed, start and count must be >= 0")
@@ -80,9 +102,9 @@ def simulate_samples(
     # to split well across cores. Each sample has its own generators, so the result does not depend on it.
     workers = min(count, torch.get_num_threads()) if device.type == "cpu" else 1
 
-    def one(index: int) -> tuple[_Sample, np.ndarray]:
-        sample = _prepare(config, seed, index, geometry)
-        return sample, _signals(config, [sample], device)[0].cpu().numpy()
+    def one(index: int) -> tuple[PreparedSample, np.ndarray]:
+        sample = prepare(config, seed, index, geometry)
+        return sample, propagate(config, [sample], device)[0].cpu().numpy()
 
     with _torch_threads(1 if workers > 1 else None), ThreadPoolExecutor(max(workers, 1)) as pool:
         for i, (sample, signals) in enumerate(pool.map(one, range(start, start + count))):
@@ -98,7 +120,7 @@ def _simulate_batched(
     count: int,
     device: torch.device,
     out: dict[str, np.ndarray],
-    geometry: GeometrySource | None = None,
+    geometry: HeightTiles | None = None,
 ) -> None:
     """Fill ``out`` with batches of samples whose device work runs as one: cities and transmitters are drawn on
     host threads a few batches ahead, the device queue never waits on the host inside the loop."""
@@ -112,14 +134,14 @@ def _simulate_batched(
     # the cores, which made them up to 10x slower on a busy 2-core machine.
     single = _torch_threads(1 if device.type == "cpu" else None)
     with single, ThreadPoolExecutor(2) as pool:
-        ahead: deque[list[Future[_Sample]]] = deque()
+        ahead: deque[list[Future[PreparedSample]]] = deque()
         for b, first in enumerate(starts):
             while len(ahead) < 3 and b + len(ahead) < len(starts):
                 lo = starts[b + len(ahead)]
                 stop = min(lo + per_batch, start + count)
-                ahead.append([pool.submit(_prepare, config, seed, index, geometry) for index in range(lo, stop)])
+                ahead.append([pool.submit(prepare, config, seed, index, geometry) for index in range(lo, stop)])
             samples = [future.result() for future in ahead.popleft()]
-            batch = _signals(config, samples, device)
+            batch = propagate(config, samples, device)
             i = first - start
             signals[i : i + len(samples)].copy_(batch, non_blocking=device.type == "cuda")
             for j, sample in enumerate(samples):
@@ -150,8 +172,9 @@ def _torch_threads(n: int | None) -> Iterator[None]:
 
 
 @dataclass
-class _Sample:
-    """The host-side part of one sample: everything drawn from its NumPy generator, and its torch seed."""
+class PreparedSample:
+    """The host-side part of one sample (:func:`prepare`): everything drawn from its NumPy generators, and the
+    seed of the torch generator :func:`propagate` draws its shadowing, noise and random sparsity from."""
 
     heights: np.ndarray  # float32 [H, W] metres
     free: np.ndarray  # bool [H, W] outdoor cells connected to the street network
@@ -162,15 +185,23 @@ class _Sample:
     physics: Physics  # this sample's draw of the config's ranges
     group: int | None = None  # the geometry source's group; None: the style's index
 
+    @property
+    def group_id(self) -> int:
+        """The sample's ``group``: its tile's group on given heights, else the index of its style in STYLES."""
+        return STYLES.index(self.style) if self.group is None else self.group
+
     def store(self, out: dict[str, np.ndarray], i: int, rx_height_m: float) -> None:
         """Write everything but the signals to row i of the output arrays."""
         out["buildings"][i] = self.heights > rx_height_m
         out["heights"][i] = self.heights
         out["tx_pos"][i] = self.tx_pos
-        out["group"][i] = STYLES.index(self.style) if self.group is None else self.group
+        out["group"][i] = self.group_id
 
 
-def _prepare(config: SimConfig, seed: int, index: int, geometry: GeometrySource | None = None) -> _Sample:
+def prepare(config: SimConfig, seed: int, index: int, geometry: HeightTiles | None = None) -> PreparedSample:
+    """Phase one for sample ``index`` of the dataset (config, seed): city (or tile ``index`` of ``geometry``),
+    transmitters float32 [T, 3] (row, col in cells, height m), drive tests and physics, drawn with NumPy on the
+    host. Depends only on (config, seed, index); thread-safe (each call has its own generators)."""
     seq = np.random.SeedSequence([seed, index])
     # Child 0 draws the layout (as before physics was randomised), child 1 the physics.
     city_seq, physics_seq = seq.spawn(2)
@@ -188,17 +219,20 @@ def _prepare(config: SimConfig, seed: int, index: int, geometry: GeometrySource 
         # One drive test per frame through the street network, until k distinct cells are visited.
         _, visited = street_walks(free, config.frames, None, rng, target_cells=_measured_cells(config))
     physics = draw_physics(config, np.random.default_rng(physics_seq))
-    return _Sample(heights, free, tx_pos, style, torch_seed, visited, physics, group)
+    return PreparedSample(heights, free, tx_pos, style, torch_seed, visited, physics, group)
 
 
 # Path gain below this is "nothing received" (NaN) whatever floor_db says; far under any receiver's noise floor.
 NOTHING_RECEIVED_DB = -250.0
 
 
-def _signals(config: SimConfig, samples: list[_Sample], device: torch.device) -> torch.Tensor:
-    """Signals [S, T, H, W] dB on ``device`` for S prepared samples, all in batched calls.
+def propagate(config: SimConfig, samples: list[PreparedSample], device: torch.device) -> torch.Tensor:
+    """Phase two: signals float32 [S, T, H, W] dB path gain on ``device`` (NaN = not measured or below the floor)
+    for S prepared samples (:func:`prepare`), all in batched calls: propagation, street-canyon light,
+    shadowing, noise, floor and sparsity.
 
-    Each sample's random numbers come from its own generator, drawn in the same order whatever the batch.
+    Each sample's random numbers come from its own generator, drawn in the same order whatever the batch, so a
+    sample's signals do not depend on which other samples share its call (on CPU, bit for bit).
     """
     S, T, n = len(samples), config.frames, config.size
     physics = [s.physics for s in samples]

@@ -259,7 +259,7 @@ def sionna_samples(
     [count, T, H, W] dB, buildings uint8, heights float32 m, tx_pos float32 [count, T, 3], group int16).
 
     Procedural (``scene=None``): sample i is the fast simulator's city and transmitters for (seed, i), group =
-    style index; with ``geometry`` (tomoformer.sim.geometry_source.GeometrySource) the heights of its tile i mod N
+    style index; with ``geometry`` (tomoformer.sim.simulate.HeightTiles) the heights of its tile i mod N
     instead, group = the tile's source. ``scene`` ('munich', ...): a random tile of that real city, group = index
     in REAL_SCENES.
     No shadowing is added (the ray tracer makes its own); noise_std_db, floor_db and the sparsity settings
@@ -267,7 +267,7 @@ def sionna_samples(
     """
     from tomoformer.sim.cities import outdoor_component, street_walks
     from tomoformer.sim.scenes import REAL_SCENES, draw_tile, load_real_scene
-    from tomoformer.sim.simulate import STYLES, _measured_cells, _prepare, sample_tx
+    from tomoformer.sim.simulate import _measured_cells, prepare, sample_tx
 
     options = options or RayOptions()
     _, rt = import_sionna(device)
@@ -283,8 +283,8 @@ def sionna_samples(
         seq = np.random.SeedSequence([seed, index])
         ray_seed = int(np.random.SeedSequence([seed, index, 1]).generate_state(1, np.uint32)[0] >> 1)
         if scene is None:
-            sample = _prepare(config, seed, index, geometry)
-            group = STYLES.index(sample.style) if sample.group is None else sample.group
+            sample = prepare(config, seed, index, geometry)
+            group = sample.group_id
             heights, tx, visited = sample.heights, sample.tx_pos, sample.visited
             gain = radio_maps(heights, tx, config, options, ray_seed, device)
         else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,8 @@ from torch import nn
 
 from tomoformer.data.datamodule import SignalMapDataset
 from tomoformer.data.format import open_dataset
+from tomoformer.errors import ConfigError
+from tomoformer.models.protocol import requires_fit
 from tomoformer.tasks.inference import predict_probabilities
 
 
@@ -65,6 +68,68 @@ def evaluate_models(
     write_metrics_json(out / "metrics.json", next(iter(results.values())) if len(results) == 1 else results)
     write_report(out / "report.html", title or f"TomoFormer evaluation on {data}", results, figures, notes)
     return results
+
+
+def evaluate_checkpoints(
+    checkpoints: list[str],
+    names: list[str],
+    data: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    fit_data: str | None = None,
+    batch_size: int = 8,
+    device: str | None = None,
+    n_figures: int = 4,
+) -> dict[str, dict[str, Any]]:
+    """``tomoformer evaluate``: the models of :func:`load_models` through :func:`evaluate_models`."""
+    models = load_models(checkpoints, names, fit_data)
+    return evaluate_models(models, data, out, batch_size=batch_size, device=device, n_figures=n_figures)
+
+
+def load_models(checkpoints: list[str], names: list[str], fit_data: str | None) -> dict[str, nn.Module]:
+    """Models by display name: checkpoints (named after their model, plus their run folder and file when several
+    share a model) and the registry models ``names`` (fitted on the first batches of ``fit_data`` when they need
+    fitting and it is given)."""
+    # imported here, not at the top: tests replace tomoformer.checkpoint.load_checkpoint
+    from tomoformer.checkpoint import load_checkpoint
+    from tomoformer.models.registry import create_model
+
+    loaded = [load_checkpoint(path) for path in checkpoints]
+    counts = Counter(item.name for item in loaded)
+    models: dict[str, nn.Module] = {}
+    for path, item in zip(checkpoints, loaded, strict=True):
+        key = item.name if counts[item.name] == 1 else f"{item.name} ({_run_label(path)})"
+        while key in models:
+            key += "'"
+        models[key] = item.model
+    for name in names:
+        model = create_model(name)
+        if requires_fit(model):
+            if fit_data:
+                model.fit(_fit_batches(fit_data))
+            else:
+                print(f"note: {name} uses its default parameters (give --fit-data to fit it)")
+        models[name] = model.eval()
+    if not models:
+        raise ConfigError("give at least one --checkpoint or --model")
+    return models
+
+
+def _run_label(path: str) -> str:
+    """``run/best`` for ``run/checkpoints/best.ckpt``: what tells checkpoints of one model apart."""
+    file = Path(path)
+    run = file.parent.parent if file.parent.name == "checkpoints" else file.parent
+    return f"{run.name}/{file.stem}"
+
+
+def _fit_batches(path: str, batch_size: int = 8, limit: int = 64) -> list[dict]:
+    """The first ``limit`` batches of labelled data at ``path``: what fitted models are fitted on."""
+    from torch.utils.data import DataLoader
+
+    from tomoformer.data.datamodule import collate
+
+    source = open_dataset(path, require_buildings=True)
+    loader = DataLoader(SignalMapDataset(source), batch_size=batch_size, collate_fn=collate)
+    return [batch for _, batch in zip(range(limit), loader, strict=False)]
 
 
 def print_table(results: dict[str, dict[str, Any]]) -> None:

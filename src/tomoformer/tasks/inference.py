@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import os
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -71,3 +73,64 @@ def _progress(iterable, description: str):
     from rich.progress import track
 
     return track(iterable, description=description, transient=True)
+
+
+def predict_dataset(
+    data: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    checkpoint: str | None = None,
+    onnx: str | None = None,
+    threshold: float = 0.5,
+    png: str | os.PathLike[str] | None = None,
+    batch_size: int = 8,
+    device: str | None = None,
+) -> int:
+    """``tomoformer predict``: building probabilities float32 [N, H, W] and maps uint8 [N, H, W] (probability >
+    ``threshold``) of every sample of ``data`` by a ``checkpoint`` or an ``onnx`` export, written to ``out``
+    (with one picture per sample in the folder ``png`` if given). Returns the number of maps."""
+    from tomoformer.checkpoint import load_checkpoint
+    from tomoformer.data.format import open_dataset, write_dataset
+
+    if onnx:
+        from tomoformer.export import OnnxPredictor
+
+        predictor = OnnxPredictor(onnx)
+        name = predictor.model_name
+    else:
+        loaded = load_checkpoint(checkpoint)
+        name = loaded.name
+    with open_dataset(data) as source:
+        dataset = SignalMapDataset(source)
+        if onnx:
+            probabilities = predictor.predict_probabilities(dataset, batch_size=batch_size)
+            check_finite_probabilities(probabilities, dataset)
+        else:
+            probabilities = predict_probabilities(
+                loaded.model, dataset, batch_size=batch_size, device=device, progress=True
+            )
+        attrs = {
+            "source": f"tomoformer predict {name}",
+            "checkpoint": str(checkpoint or onnx),
+            "threshold": threshold,
+            "input": str(data),
+        }
+        buildings = (probabilities > threshold).astype(np.uint8)
+        write_dataset(out, {"probabilities": probabilities, "buildings": buildings}, attrs)
+        if png:
+            _write_pngs(Path(png), dataset, probabilities)
+    return len(probabilities)
+
+
+def _write_pngs(folder: Path, dataset: SignalMapDataset, probabilities: np.ndarray) -> None:
+    from tomoformer.evaluation.figures import sample_figure, save_figure
+
+    for i in range(len(dataset)):
+        raw = dataset.raw(i)
+        figure = sample_figure(
+            signals=raw["signals"].astype(np.float32),
+            tx_pos=raw.get("tx_pos"),
+            buildings=raw.get("buildings"),
+            probabilities=probabilities[i],
+            title=f"sample {int(dataset.indices[i])}",
+        )
+        save_figure(figure, folder / f"sample_{int(dataset.indices[i]):05d}.png")

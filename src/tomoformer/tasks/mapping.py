@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any
 
-import lightning as L
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import (
@@ -20,16 +17,10 @@ from torchmetrics.classification import (
 )
 from torchmetrics.utilities.compute import _safe_divide
 
+from tomoformer.models.protocol import forward_train_of
 from tomoformer.models.registry import create_model
-
-
-def dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
-    """Soft Dice loss of the building class; ``logits, target: [B, H, W]``."""
-    prob = torch.sigmoid(logits.float()).flatten(1)
-    target = target.float().flatten(1)
-    intersection = (prob * target).sum(1)
-    union = prob.sum(1) + target.sum(1)
-    return (1 - (2 * intersection + eps) / (union + eps)).mean()
+from tomoformer.tasks.base import BaseTask
+from tomoformer.tasks.losses import bce_dice_loss
 
 
 class BinaryIoU(BinaryStatScores):
@@ -54,40 +45,9 @@ def mapping_metrics(prefix: str) -> MetricCollection:
     return MetricCollection(metrics, prefix=prefix, compute_groups=[list(names)])
 
 
-def weight_decay_groups(model: nn.Module, weight_decay: float, include_frozen: bool = False) -> list[dict[str, Any]]:
-    """AdamW groups of ``model``'s trainable parameters (all of them with ``include_frozen``): ``weight_decay`` on
-    weight matrices, none on biases, norms and the model's ``no_weight_decay()`` names."""
-    skip = set(getattr(model, "no_weight_decay", lambda: set())())
-    decay, no_decay = [], []
-    for name, param in model.named_parameters():
-        if param.requires_grad or include_frozen:
-            (no_decay if param.ndim <= 1 or name in skip else decay).append(param)
-    groups = [{"params": decay, "weight_decay": weight_decay}]
-    if no_decay:
-        groups.append({"params": no_decay, "weight_decay": 0.0})
-    return groups
-
-
-def adamw_warmup_cosine(task: L.LightningModule, groups: list[dict[str, Any]]) -> dict[str, Any]:
-    """Lightning's optimiser config: AdamW at ``task.hparams.lr``, linear warm-up over ``warmup_fraction`` of the
-    steps, then cosine decay, stepped every batch."""
-    optimizer = torch.optim.AdamW(groups, lr=task.hparams.lr)
-    total = max(1, int(task.trainer.estimated_stepping_batches))
-    warmup = max(1, int(task.hparams.warmup_fraction * total))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, total, warmup))
-    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-
-
-def warmup_cosine(step: int, total: int, warmup: int, floor: float = 0.01) -> float:
-    """Learning-rate multiplier: linear warm-up over ``warmup`` steps, then cosine decay to ``floor``."""
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
-
-
-class MappingTask(L.LightningModule):
-    """Train any registered model with BCE + Dice, AdamW, warm-up and cosine decay."""
+class MappingTask(BaseTask):
+    """Train any registered model with BCE + Dice, AdamW, warm-up and cosine decay, under a fine-tuning ``policy``
+    (``full`` when training from scratch; call :meth:`load_pretrained` to fine-tune)."""
 
     def __init__(
         self,
@@ -98,8 +58,9 @@ class MappingTask(L.LightningModule):
         warmup_fraction: float = 0.05,
         dice_weight: float = 1.0,
         data_attrs: dict[str, Any] | None = None,
+        policy: str = "full",
     ) -> None:
-        super().__init__()
+        super().__init__(policy)
         # Only plain values go into hparams so that checkpoints load with torch.load(weights_only=True).
         self.save_hyperparameters()
         self.model: nn.Module = create_model(model, **(model_kwargs or {}))
@@ -116,11 +77,10 @@ class MappingTask(L.LightningModule):
         return self.model(signals, tx_pos)
 
     def loss(self, logits: torch.Tensor, buildings: torch.Tensor) -> torch.Tensor:
-        bce = F.binary_cross_entropy_with_logits(logits.float(), buildings.float())
-        return bce + self.hparams.dice_weight * dice_loss(logits, buildings)
+        return bce_dice_loss(logits, buildings, self.hparams.dice_weight)
 
     def _shared_step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
-        forward_train = getattr(self.model, "forward_train", None)
+        forward_train = forward_train_of(self.model)
         if stage == "train" and forward_train is not None:
             logits, auxiliary = forward_train(batch["signals"], batch.get("tx_pos"))
         else:
@@ -156,12 +116,6 @@ class MappingTask(L.LightningModule):
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int = 0) -> torch.Tensor:
         return torch.sigmoid(self(batch["signals"], batch.get("tx_pos")).float())
 
-    def on_train_epoch_start(self) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None)
-        train_set = getattr(datamodule, "train_set", None)
-        if hasattr(train_set, "set_epoch"):
-            train_set.set_epoch(self.current_epoch)
-
     def _log_figure(self, batch: dict[str, torch.Tensor]) -> None:
         experiment = getattr(self.logger, "experiment", None)
         if not hasattr(experiment, "add_figure") or self.trainer.sanity_checking:
@@ -179,13 +133,6 @@ class MappingTask(L.LightningModule):
             title=f"epoch {self.current_epoch}",
         )
         experiment.add_figure("val_sample", figure, global_step=self.global_step)
-
-    def parameter_groups(self) -> list[dict[str, Any]]:
-        """AdamW groups: no weight decay on biases, norms, position embeddings and learned queries."""
-        return weight_decay_groups(self.model, self.hparams.weight_decay)
-
-    def configure_optimizers(self) -> dict[str, Any]:
-        return adamw_warmup_cosine(self, self.parameter_groups())
 
 
 def _first(x: torch.Tensor | None) -> torch.Tensor | None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -24,7 +23,7 @@ from tomoformer.errors import ConfigError
 from tomoformer.models.features import frame_features
 from tomoformer.models.registry import create_model
 from tomoformer.models.tomoformer import TomoFormer
-from tomoformer.tasks.mapping import MappingTask, adamw_warmup_cosine
+from tomoformer.tasks.base import BaseTask
 from tomoformer.tasks.train import (
     TrainConfig,
     TrainResult,
@@ -119,7 +118,7 @@ class ReconstructionHead(nn.Module):
         return self.shuffle(x)[:, 0, :H, :W].float()
 
 
-class MaskedSignalTask(L.LightningModule):
+class MaskedSignalTask(BaseTask):
     """Masked signal modelling on a TomoFormer backbone; AdamW with warm-up and cosine decay as in MappingTask."""
 
     def __init__(
@@ -133,7 +132,7 @@ class MaskedSignalTask(L.LightningModule):
         mask_mode: str = "frames",
         data_attrs: dict[str, Any] | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__("full")
         if mask_mode not in MASK_MODES:
             raise ConfigError(f"mask_mode must be one of {', '.join(MASK_MODES)}, got {mask_mode!r}")
         if not 0 < mask_ratio < 1:
@@ -174,21 +173,9 @@ class MaskedSignalTask(L.LightningModule):
         size = batch["signals"].shape[0]
         self.log("val_loss", loss, prog_bar=True, on_step=False, on_epoch=True, batch_size=size, sync_dist=True)
 
-    def on_train_epoch_start(self) -> None:
-        MappingTask.on_train_epoch_start(self)  # type: ignore[arg-type]
-
-    def parameter_groups(self) -> list[dict[str, Any]]:
-        """MappingTask's backbone groups (no decay on biases, norms, embeddings) plus the head's parameters."""
-        groups = MappingTask.parameter_groups(self)  # type: ignore[arg-type]
-        head = [p for p in self.recon.parameters() if p.requires_grad]
-        groups[0]["params"] += [p for p in head if p.ndim > 1]
-        if len(groups) < 2:
-            groups.append({"params": [], "weight_decay": 0.0})
-        groups[1]["params"] += [p for p in head if p.ndim <= 1]
-        return groups
-
-    def configure_optimizers(self) -> dict[str, Any]:
-        return adamw_warmup_cosine(self, self.parameter_groups())
+    def extra_parameters(self) -> list[nn.Parameter]:
+        """The reconstruction head trains beside the backbone (same decay rule)."""
+        return list(self.recon.parameters())
 
 
 def run_masked_pretraining(config: TrainConfig, mask_ratio: float = 0.5, mask_mode: str = "frames") -> TrainResult:

@@ -10,7 +10,7 @@ import shutil
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,69 +18,13 @@ import lightning as L
 import torch
 
 from tomoformer.checkpoint import save_checkpoint
-from tomoformer.data.datamodule import AugmentOptions, SignalDataModule
-from tomoformer.errors import ConfigError
+from tomoformer.data.datamodule import SignalDataModule
 from tomoformer.io import atomic_path, write_text_atomic
+from tomoformer.models.protocol import requires_fit
 from tomoformer.models.registry import create_model
 from tomoformer.outputs import RunFolder, run_folder
+from tomoformer.tasks.config import TrainConfig
 from tomoformer.tasks.mapping import MappingTask
-
-
-@dataclass
-class TrainConfig:
-    """Everything a training run needs; every field has a default that works on a laptop CPU."""
-
-    data: str = "data/train.zarr"
-    val_data: str | None = None
-    out: str = "runs/train"
-    model: str = "tomoformer_tiny"
-    model_kwargs: dict[str, Any] = field(default_factory=dict)
-    max_epochs: int = 50
-    max_steps: int = -1
-    batch_size: int = 8
-    lr: float = 1e-3
-    weight_decay: float = 0.05
-    warmup_fraction: float = 0.05
-    dice_weight: float = 1.0
-    val_fraction: float = 0.1
-    augment: AugmentOptions = field(default_factory=AugmentOptions)
-    seed: int = 0
-    accelerator: str = "auto"
-    devices: int | str = 1
-    num_nodes: int = 1
-    strategy: str = "auto"
-    precision: str | None = None
-    num_workers: int = 0
-    data_on_device: bool = False
-    resume: bool = False
-    overwrite: bool = False
-    progress: bool = True
-    fit_batches: int = 64
-
-    def __post_init__(self) -> None:
-        # Range checks here, so a bad value fails as one line whether it came from a flag, a YAML file or code.
-        from tomoformer.validation import check_train_config
-
-        check_train_config(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        """Build from a plain dict (a YAML file), refusing unknown keys with one clear line."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - names)
-        if unknown:
-            raise ConfigError(f"unknown training option(s): {', '.join(unknown)}")
-        values = dict(values)
-        if isinstance(values.get("augment"), dict):
-            aug_names = {f.name for f in dataclasses.fields(AugmentOptions)}
-            bad = sorted(set(values["augment"]) - aug_names)
-            if bad:
-                raise ConfigError(f"unknown augment option(s): {', '.join(bad)}")
-            values["augment"] = AugmentOptions(**values["augment"])
-        return cls(**values)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 @dataclass
@@ -202,7 +146,7 @@ def run_training(config: TrainConfig) -> TrainResult:
             return done
         probe = create_model(config.model, **config.model_kwargs)
         # Fitted models (threshold, rti) read host datasets; only gradient training uses the device-resident mode.
-        fitted = getattr(probe, "requires_fit", False)
+        fitted = requires_fit(probe)
         datamodule = datamodule_for(dataclasses.replace(config, data_on_device=False) if fitted else config)
         out = run.begin()
         if fitted:

@@ -33,10 +33,11 @@ from tomoformer.checkpoint import load_checkpoint
 from tomoformer.data.datamodule import split_indices
 from tomoformer.data.format import open_dataset, write_dataset
 from tomoformer.errors import ConfigError
-from tomoformer.finetune.policies import apply_policy, count_parameters, parse_policy
 from tomoformer.io import write_text_atomic
+from tomoformer.models.adapt import count_parameters
 from tomoformer.models.registry import create_model
 from tomoformer.outputs import claim_output
+from tomoformer.tasks.policy import apply_policy, parse_policy
 from tomoformer.tasks.train import TrainConfig
 
 SCRATCH = "scratch"
@@ -97,7 +98,7 @@ def _run_study(
     resume: bool,
     test_data: str | Path | None,
 ) -> list[StudyRow]:
-    from tomoformer.finetune.run import run_finetune
+    from tomoformer.tasks.finetune import run_finetune
     from tomoformer.tasks.train import run_training
 
     config = config or TrainConfig()

@@ -23,24 +23,22 @@ Partition ``region``: a grid of ``regions`` experts, each sees its part of the m
 predicts it; the cores are stitched back together.
 
 ``shared_lora=R``: the experts (all the same model) share one frozen backbone and differ by a LoRA adapter of
-rank R and a head each (:mod:`tomoformer.experts.shared`), instead of being K full copies.
+rank R and a head each (:mod:`tomoformer.models.experts.shared`), instead of being K full copies.
 """
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tomoformer.checkpoint import load_checkpoint, read_checkpoint
-from tomoformer.errors import CheckpointError, ConfigError
-from tomoformer.experts.clustering import Router
-from tomoformer.experts.features import FeatureExtractor
-from tomoformer.experts.shared import SharedLoRABackbone
+from tomoformer.errors import ConfigError
+from tomoformer.models.experts.features import FeatureExtractor
+from tomoformer.models.experts.router import Router
+from tomoformer.models.experts.shared import SharedLoRABackbone
 from tomoformer.models.features import NUM_PIXEL_STATISTICS, pixel_statistics
 from tomoformer.models.registry import create_model, register_model
 from tomoformer.models.tracing import is_exporting
@@ -109,7 +107,7 @@ class ExpertsModel(nn.Module):
         partition: ``"cluster"`` or ``"region"``.
         combine: one of ``COMBINES`` (cluster partition).
         regions, halo: region grid (rows, cols) and context margin in cells (region partition).
-        features, encoder, num_features: clustering features (see ``experts.features.FeatureExtractor``).
+        features, encoder, num_features: clustering features (see ``models.experts.features.FeatureExtractor``).
         clusterer, num_clusters, num_points: the :class:`Router` (K defaults to the number of experts).
         film, aux: the within-cluster options (see the module docstring).
         hidden: width of the gate, fusion, attention and auxiliary networks.
@@ -206,17 +204,14 @@ class ExpertsModel(nn.Module):
         parts += [m for m in (self.gate, self.fusion, self.film, self.proj, self.aux_head) if m is not None]
         return nn.ModuleList(parts)
 
-    def load_expert(self, k: int, path: str | Path) -> None:
-        """Load expert k from a training run's checkpoint; a shared-LoRA expert takes the run's unmerged LoRA
-        adapter and head (a ``lora:R`` run's ``lora_state_dict``), the backbone stays as it is."""
+    def load_expert_state(self, k: int, state_dict: dict[str, Tensor]) -> None:
+        """Load expert k's weights: a plain registry state dict, or for a shared-LoRA expert the unmerged state of
+        a ``lora:R`` run (its adapter and head; the backbone stays as it is). Reading them from a trained run's
+        checkpoint is the pipeline's job (:func:`tomoformer.experts.build.load_expert`)."""
         if self.backbone is None:
-            self.experts[k].load_state_dict(load_checkpoint(path).model.state_dict())
+            self.experts[k].load_state_dict(state_dict)
             return
-        lora_state = read_checkpoint(path).get("lora_state_dict")
-        if not isinstance(lora_state, dict):
-            raise CheckpointError(f"{path}: no LoRA adapter state (shared_lora experts are trained with lora:R)")
-        plain = {k.removeprefix("model."): v for k, v in lora_state.items() if k.startswith("model.")}
-        self.backbone.load_expert(k, self.experts[k].get_classifier(), plain)
+        self.backbone.load_expert(k, self.experts[k].get_classifier(), state_dict)
 
     def route(self, signals: Tensor, tx_pos: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Standardised features z [B, F] and log memberships [B, K] of each sample."""

@@ -1,5 +1,6 @@
 """Given geometry for the simulators: the heights of a geometry store (``tomoformer geometry import``) or of any
-dataset with ``heights``, in place of procedural cities (``tomoformer simulate --geometry``).
+dataset with ``heights``, in place of procedural cities (``tomoformer simulate --geometry``). A
+:class:`GeometrySource` is the store-reading :class:`tomoformer.sim.HeightTiles` the simulators take.
 
 Sample i uses tile ``i mod N``: ``--n`` larger than the number of tiles cycles through them (each pass with new
 transmitters and physics, since those are drawn per sample index), smaller takes the first n.
@@ -15,14 +16,13 @@ from typing import Any
 import numpy as np
 
 from tomoformer.errors import ConfigError
+from tomoformer.geometry.store import open_geometry
 
 
 class GeometrySource:
     """Heights float32 [H, W] metres and group of sample i, read tile by tile (thread-safe)."""
 
     def __init__(self, path: str | Path) -> None:
-        from tomoformer.geometry.store import open_geometry
-
         self.path = Path(path)
         self._tiles = open_geometry(self.path)
         self._lock = threading.Lock()  # h5py and some zarr stores are not safe to read from several threads

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from tomoformer.errors import ConfigError
-from tomoformer.finetune.policies import freeze_module, lora_config, lora_target_modules, pin_transformer_slow_path
+from tomoformer.models.adapt import freeze_module, lora_config, lora_target_modules, pin_transformer_slow_path
 from tomoformer.models.registry import create_model
 
 __all__ = ["ExpertView", "SharedLoRABackbone", "adapter_name"]

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from tomoformer.cli import main
-from tomoformer.finetune.study import StudyRow, run_study, write_results
 from tomoformer.io import write_marker
+from tomoformer.tasks.study import StudyRow, run_study, write_results
 from tomoformer.tasks.train import TrainConfig
 
 TINY = {"embed_dim": 32, "depth": 1, "num_heads": 2, "patch_size": 4}

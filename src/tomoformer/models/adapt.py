@@ -1,20 +1,12 @@
-"""Fine-tuning policies: which parameters of a pretrained model train, and at which learning rate.
+"""Model-level adaptation primitives: parameter counts, layer groups, freezing, LoRA adapters, layer-wise LR decay.
 
-A policy is parsed from a short string (``--policy`` on the command line):
+These work on any registry model (and any timm-style ``nn.Module``); the fine-tuning policy grammar that combines
+them (``--policy full|head|freeze:K|llrd:G|lora:R|lp-ft``) lives in :mod:`tomoformer.tasks.policy`.
 
-* ``full``: everything trains.
-* ``head``: linear probe; only ``model.get_classifier()`` trains.
-* ``freeze:K``: the stem and the first K layer groups after it are frozen (see :func:`layer_groups`).
-* ``llrd:G``: everything trains; group i of n (stem = 0, head = n-1) gets lr x G**(n-1-i).
-* ``lora:R``: LoRA adapters of rank R (``peft``) on the attention and MLP projections; only the adapters and the
-  head train. :func:`merge_lora` folds them back into the plain registry model.
-* ``lp-ft`` or ``lp-ft:F``: linear probe for the first fraction F (default 0.5) of the optimisation steps, then
-  full fine-tuning (Kumar et al. 2022, "Fine-Tuning can Distort Pretrained Features").
-
-Layer groups come from the model's timm-style ``group_matcher(coarse=True)``; models without one get a matcher
-here: for ``unet`` the stem is ``stem`` and the groups are its encoder stages ``down.i`` (so ``freeze:K`` freezes
-the stem and the first K downsampling stages), for ``seednet`` the stem is the per-frame CNN and the groups are
-the Transformer encoder layers. Everything a matcher does not name (decoder, final norm, head) forms the last group.
+Layer groups come from the model's timm-style ``group_matcher(coarse=True)`` and LoRA targets from its
+``lora_targets()``: the model knows its own layout, this module knows none. A model without ``group_matcher`` has
+no layer groups (``freeze:K`` and ``llrd:G`` refuse it); a model without ``lora_targets`` gets the generic choice
+of :func:`default_lora_targets`.
 
 Frozen means frozen: ``requires_grad=False`` (so optimisers never see the parameters) and every BatchNorm inside
 a frozen part stays in eval mode even after ``.train()``, so its running statistics never move.
@@ -24,7 +16,6 @@ from __future__ import annotations
 
 import re
 import types
-from dataclasses import dataclass
 from typing import Any
 
 from timm.models._manipulate import group_parameters
@@ -34,74 +25,24 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from tomoformer.errors import ConfigError
 
 __all__ = [
-    "POLICY_HELP",
-    "Policy",
-    "apply_policy",
     "count_parameters",
+    "default_lora_targets",
+    "freeze_all_but_head",
     "freeze_module",
+    "freeze_parameters",
+    "inject_lora",
     "layer_decay_groups",
     "layer_groups",
+    "linear_and_conv_targets",
     "lora_config",
     "lora_target_modules",
     "merge_lora",
-    "parse_policy",
     "pin_transformer_slow_path",
     "unfreeze_module",
 ]
 
-POLICY_HELP = "full, head, freeze:K, llrd:G, lora:R or lp-ft[:F]"
-
-# Layer matchers (timm group_matcher format) for registry models that do not define group_matcher themselves.
-_MATCHERS: dict[str, dict[str, Any]] = {
-    "UNet": {"stem": r"^stem", "blocks": r"^down\.(\d+)"},
-    "SeedNet": {"stem": r"^cnn", "blocks": r"^encoder\.layers\.(\d+)"},
-}
-# Linear projections of timm Blocks (attention and MLP) and of TomoFormer's frame pooling.
-_LORA_PATTERN = re.compile(r"(^|\.)blocks\.\d+\.(attn\.(qkv|proj)|mlp\.fc[12])$|^agg\.(q|kv|proj|merge|mlp\.fc[12])$")
-
-
-@dataclass(frozen=True)
-class Policy:
-    """A parsed policy: ``kind`` in {full, head, freeze, llrd, lora, lp-ft} and its numeric ``value`` (or None)."""
-
-    kind: str
-    value: float | int | None = None
-
-    def __str__(self) -> str:
-        return self.kind if self.value is None else f"{self.kind}:{self.value}"
-
-
-def parse_policy(text: str) -> Policy:
-    """``"lora:8"`` → ``Policy("lora", 8)``; a bad string raises ConfigError with one line."""
-    kind, sep, raw = str(text).strip().partition(":")
-    kind = kind.lower()
-
-    def bad(why: str) -> ConfigError:
-        return ConfigError(f"bad fine-tuning policy {text!r}: {why} (expected {POLICY_HELP})")
-
-    if kind in ("full", "head"):
-        if sep:
-            raise bad(f"{kind!r} takes no value")
-        return Policy(kind)
-    if kind == "lp-ft" and not sep:
-        return Policy(kind, 0.5)
-    if kind not in ("freeze", "llrd", "lora", "lp-ft"):
-        raise bad("unknown kind")
-    if not raw:
-        raise bad(f"{kind!r} needs a value")
-    try:
-        value = int(raw) if kind in ("freeze", "lora") else float(raw)
-    except ValueError:
-        raise bad(f"{raw!r} is not a{'n integer' if kind in ('freeze', 'lora') else ' number'}") from None
-    if kind == "freeze" and value < 0:
-        raise bad("K must be >= 0")
-    if kind == "lora" and value < 1:
-        raise bad("rank R must be >= 1")
-    if kind == "llrd" and not 0 < value <= 1:
-        raise bad("decay G must lie in (0, 1]")
-    if kind == "lp-ft" and not 0 < value < 1:
-        raise bad("probe fraction F must lie in (0, 1)")
-    return Policy(kind, value)
+# Linear projections of timm Blocks (attention and MLP): the generic LoRA choice for timm models.
+_TIMM_BLOCK_LINEARS = re.compile(r"(^|\.)blocks\.\d+\.(attn\.(qkv|proj)|mlp\.fc[12])$")
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:
@@ -112,13 +53,9 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
 
 def layer_groups(model: nn.Module) -> list[list[str]]:
     """Parameter names in layer groups ordered from stem (index 0) to head (last): stem, blocks..., rest."""
-    if hasattr(model, "group_matcher"):
-        matcher = model.group_matcher(coarse=True)
-    elif type(model).__name__ in _MATCHERS:
-        matcher = _MATCHERS[type(model).__name__]
-    else:
+    if not hasattr(model, "group_matcher"):
         raise ConfigError(f"model {type(model).__name__} has no layer groups (no group_matcher) for this policy")
-    groups = group_parameters(model, matcher)
+    groups = group_parameters(model, model.group_matcher(coarse=True))
     return [groups[k] for k in sorted(groups)]
 
 
@@ -146,7 +83,7 @@ def unfreeze_module(module: nn.Module) -> None:
             del sub.train
 
 
-def _freeze_names(model: nn.Module, names: set[str]) -> None:
+def freeze_parameters(model: nn.Module, names: set[str]) -> None:
     """Freeze the parameters called ``names``, and every BatchNorm whose parameters are all among them."""
     for name, param in model.named_parameters():
         if name in names:
@@ -167,11 +104,21 @@ def freeze_all_but_head(model: nn.Module) -> None:
 
 
 def lora_target_modules(model: nn.Module) -> list[str]:
-    """Names of the modules LoRA adapts: timm Block attention/MLP projections and frame-pooling linears;
-    for models without those, every Linear and Conv2d the forward calls, except the head."""
-    names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and _LORA_PATTERN.search(n)]
-    if names:
-        return names
+    """Names of the modules LoRA adapts: the model's own ``lora_targets()``, else :func:`default_lora_targets`."""
+    if hasattr(model, "lora_targets"):
+        return list(model.lora_targets())
+    return default_lora_targets(model)
+
+
+def default_lora_targets(model: nn.Module) -> list[str]:
+    """The generic LoRA choice: the attention and MLP projections of timm Blocks if the model has them, else
+    :func:`linear_and_conv_targets`."""
+    names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and _TIMM_BLOCK_LINEARS.search(n)]
+    return names or linear_and_conv_targets(model)
+
+
+def linear_and_conv_targets(model: nn.Module) -> list[str]:
+    """Every plain ``nn.Linear`` and ``nn.Conv2d`` that the forward calls, except the head (``get_classifier()``)."""
     head = model.get_classifier() if hasattr(model, "get_classifier") else None
     # nn.MultiheadAttention reads out_proj.weight directly, so an adapter there would never run.
     skip = {id(m.out_proj) for m in model.modules() if isinstance(m, nn.MultiheadAttention)}
@@ -263,24 +210,3 @@ def layer_decay_groups(
             if chunk:
                 out.append({"params": chunk, "weight_decay": wd, "lr": lr * scale, "lr_scale": scale, "layer": i})
     return out
-
-
-def apply_policy(model: nn.Module, policy: Policy | str) -> nn.Module:
-    """Freeze / adapt ``model`` in place as ``policy`` says (LoRA wraps layers); returns ``model``.
-
-    ``llrd`` changes no parameters here (see :func:`layer_decay_groups`); ``lp-ft`` starts in its probe phase.
-    """
-    policy = parse_policy(policy) if isinstance(policy, str) else policy
-    if policy.kind in ("head", "lp-ft"):
-        freeze_all_but_head(model)
-    elif policy.kind == "freeze":
-        groups = layer_groups(model)
-        k = int(policy.value or 0)
-        if k > len(groups) - 2:
-            raise ConfigError(f"freeze:{k}: model {type(model).__name__} has only {len(groups) - 2} blocks")
-        _freeze_names(model, {name for group in groups[: k + 1] for name in group})
-    elif policy.kind == "lora":
-        inject_lora(model, int(policy.value or 1))
-    elif policy.kind == "llrd":
-        layer_groups(model)  # fail early for a model without layer groups
-    return model

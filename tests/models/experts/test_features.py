@@ -1,6 +1,6 @@
 import torch
 
-from tomoformer.experts.features import (
+from tomoformer.models.experts.features import (
     NUM_STAT_FEATURES,
     FeatureExtractor,
     PooledEncoder,

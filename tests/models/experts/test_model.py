@@ -7,9 +7,9 @@ import torch
 from tomoformer.checkpoint import load_checkpoint, save_checkpoint
 from tomoformer.errors import ConfigError
 from tomoformer.experts.clustering import fit_clusters
-from tomoformer.experts.model import COMBINES, ExpertsModel, region_boxes
-from tomoformer.finetune.policies import apply_policy
+from tomoformer.models.experts.model import COMBINES, ExpertsModel, region_boxes
 from tomoformer.models.registry import create_model
+from tomoformer.tasks.policy import apply_policy
 
 UNET = {"model": "unet", "model_kwargs": {"base_channels": 4, "depth": 1}}
 GRU = {"model": "convgru", "model_kwargs": {"hidden_channels": 4, "decoder_channels": 4}}

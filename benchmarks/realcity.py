@@ -1,0 +1,249 @@
+"""Real-city benchmark (issue 17): pretrain on the fast simulator, fine-tune on ray-traced real geometry, test on
+ray-traced tiles of a city used for neither training nor model selection (Florence), dense and sparse.
+
+Inputs: the corpus of ``benchmarks/realcity_corpus.py`` (``train_*.zarr``, ``val_bubenec.zarr``,
+``test_florence.zarr``) and fast-simulator pretraining stores (``--pre-data``, merged; e.g. mixed-style cities and
+real-footprint tiles of the training cities, see the README). Every learned model gets the same budget: pretraining
+``--pre-steps`` and fine-tuning / training from scratch ``--ft-steps`` steps of ``--batch-size``, the same learning
+rate, the checkpoint picked by validation IoU on Bubeneč (never on Florence). ``threshold`` is fitted on the same
+ray-traced training tiles. Rows, per model and seed:
+
+* ``zero-shot``: the pretrained model, no ray-traced data at all;
+* ``fine-tuned``: pretrained, then fine-tuned (policy ``full``) on the ray-traced training tiles;
+* ``scratch``: trained on the ray-traced training tiles only, same steps as fine-tuning.
+
+Sparse test data: 10 % of cells kept, 4 dB Gaussian noise, cells below -130 dB dropped (seeded), from the dense
+test store. Output: ``results.csv`` (one row per run and test set) and ``results.md`` (mean ± std over seeds, and the
+ratio to ``threshold`` measured in the same run).
+
+    python benchmarks/realcity.py --corpus rt_corpus --pre-data sim/pre_mixed.zarr,sim/pre_real.zarr \
+        --pre-val sim/pre_val.zarr --models tomoformer_tiny,unet --seeds 0,1,2 --out runs/realcity
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from tomoformer.data.format import open_dataset, write_dataset
+
+SPARSE_KEEP, SPARSE_NOISE_DB, SPARSE_FLOOR_DB = 0.10, 4.0, -130.0
+TEST_SETS = ("dense", "sparse")
+
+
+def tomoformer(*args: str) -> None:
+    """Run one CLI command; stop on failure (its one-line error is already printed)."""
+    print("$ tomoformer " + " ".join(args), flush=True)
+    if subprocess.run([sys.executable, "-m", "tomoformer.cli", *args]).returncode != 0:
+        raise SystemExit(f"failed: tomoformer {' '.join(args)}")
+
+
+def sparse_copy(dense: Path, out: Path, seed: int = 0) -> Path:
+    """``dense`` with 10 % of cells kept, 4 dB noise and cells below -130 dB dropped (NaN = not measured)."""
+    if out.exists():
+        return out
+    rng = np.random.default_rng(seed)
+    with open_dataset(dense, require_buildings=True) as source:
+        arrays = {
+            key: source.read(key, slice(None))
+            for key in ("signals", "tx_pos", "buildings", "group")
+            if getattr(source, key, None) is not None
+        }
+        attrs = dict(source.attrs)
+    signals = arrays["signals"].astype(np.float32)
+    signals = signals + rng.normal(0.0, SPARSE_NOISE_DB, signals.shape).astype(np.float32)
+    signals[(rng.random(signals.shape) >= SPARSE_KEEP) | (signals < SPARSE_FLOOR_DB)] = np.nan
+    # A frame with no measured cell is not a measurement: keep one cell so every frame stays valid data.
+    empty = ~np.isfinite(signals).any(axis=(2, 3))
+    for b, t in zip(*np.nonzero(empty), strict=True):
+        signals[b, t, 0, 0] = SPARSE_FLOOR_DB
+    arrays["signals"] = signals.astype(np.float16)
+    attrs["sparsified"] = {
+        "keep": SPARSE_KEEP,
+        "noise_std_db": SPARSE_NOISE_DB,
+        "floor_db": SPARSE_FLOOR_DB,
+        "seed": seed,
+        "source": str(dense),
+    }
+    return write_dataset(out, arrays, attrs)
+
+
+def merged(stores: list[Path], out: Path) -> Path:
+    """One store of several (``tomoformer data merge``), or the single store itself."""
+    if len(stores) == 1:
+        return stores[0]
+    if not out.exists():
+        tomoformer("data", "merge", *map(str, stores), "--out", str(out))
+    return out
+
+
+def trained(args: argparse.Namespace, run: Path, *command: str) -> Path:
+    """Run a train/finetune command into ``run`` (resumed if interrupted) and return its best checkpoint."""
+    best = run / "checkpoints" / "best.ckpt"
+    if not (run / "metrics.csv").exists() or not best.exists():
+        resume = ["--resume"] if run.exists() else []
+        tomoformer(
+            *command,
+            "--out",
+            str(run),
+            "--batch-size",
+            str(args.batch_size),
+            "--lr",
+            str(args.lr),
+            "--max-epochs",
+            "1000",
+            "--no-progress",
+            *(["--crop", str(args.crop)] if getattr(args, "crop", 0) else []),
+            *resume,
+        )
+    return best
+
+
+def test_iou(args: argparse.Namespace, out: Path, data: Path, model: list[str]) -> float:
+    """IoU on ``data`` of one model (``--checkpoint X`` or ``--model threshold --fit-data Y``)."""
+    metrics = out / "metrics.json"
+    if not metrics.exists():
+        tomoformer(
+            "evaluate",
+            *model,
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--figures",
+            "2",
+            "--batch-size",
+            str(args.batch_size),
+        )
+    return float(json.loads(metrics.read_text())["iou"])
+
+
+def run(args: argparse.Namespace) -> list[dict[str, object]]:
+    corpus, out = args.corpus, args.out
+    out.mkdir(parents=True, exist_ok=True)
+    train = merged(sorted(corpus.glob("train_*.zarr")), out / "rt_train.zarr")
+    val = corpus / "val_bubenec.zarr"
+    tests = {"dense": corpus / "test_florence.zarr"}
+    tests["sparse"] = sparse_copy(tests["dense"], out / "test_florence_sparse.zarr")
+    pre = merged([Path(p) for p in args.pre_data.split(",")], out / "pre_train.zarr")
+    rows: list[dict[str, object]] = []
+
+    def record(model: str, row: str, seed: int, evaluate_args: list[str], seconds: float) -> None:
+        for name, data in tests.items():
+            iou = test_iou(args, out / "eval" / f"{model}_{row}_s{seed}_{name}", data, evaluate_args)
+            rows.append({"model": model, "row": row, "seed": seed, "test": name, "iou": iou, "train_s": seconds})
+            print(f"{model:16s} {row:11s} seed {seed} {name:6s} IoU {iou:.3f}", flush=True)
+
+    for seed in args.seeds:
+        fit = ["--model", "threshold", "--fit-data", str(train)]
+        record("threshold", "fitted", seed, fit, 0.0)
+        for model in args.models:
+            common = ["--seed", str(seed), "--model", model]
+            began = time.perf_counter()
+            pre_ckpt = trained(
+                args,
+                out / f"pre_{model}_s{seed}",
+                "train",
+                *common,
+                "--data",
+                str(pre),
+                "--val-data",
+                str(args.pre_val),
+                "--max-steps",
+                str(args.pre_steps),
+            )
+            pre_s = time.perf_counter() - began
+            record(model, "zero-shot", seed, ["--checkpoint", str(pre_ckpt)], pre_s)
+            began = time.perf_counter()
+            ft = trained(
+                args,
+                out / f"ft_{model}_s{seed}",
+                "finetune",
+                "--from",
+                str(pre_ckpt),
+                "--policy",
+                "full",
+                "--seed",
+                str(seed),
+                "--data",
+                str(train),
+                "--val-data",
+                str(val),
+                "--max-steps",
+                str(args.ft_steps),
+            )
+            record(model, "fine-tuned", seed, ["--checkpoint", str(ft)], pre_s + time.perf_counter() - began)
+            began = time.perf_counter()
+            scratch = trained(
+                args,
+                out / f"scratch_{model}_s{seed}",
+                "train",
+                *common,
+                "--data",
+                str(train),
+                "--val-data",
+                str(val),
+                "--max-steps",
+                str(args.ft_steps),
+            )
+            record(model, "scratch", seed, ["--checkpoint", str(scratch)], time.perf_counter() - began)
+    return rows
+
+
+def write_results(rows: list[dict[str, object]], out: Path) -> None:
+    with (out / "results.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    groups: dict[tuple[str, str], dict[str, list[float]]] = {}
+    for r in rows:
+        groups.setdefault((str(r["model"]), str(r["row"])), {}).setdefault(str(r["test"]), []).append(float(r["iou"]))
+    base = {t: statistics.mean(groups[("threshold", "fitted")][t]) for t in TEST_SETS}
+
+    def cell(values: list[float], test: str) -> str:
+        mean = statistics.mean(values)
+        spread = statistics.stdev(values) if len(values) > 1 else 0.0
+        return f"{mean:.3f} ± {spread:.3f} ({mean / base[test]:.2f}x)"
+
+    lines = [
+        "| model | training | Florence dense IoU (x threshold) | Florence sparse IoU (x threshold) | seeds |",
+        "|---|---|---|---|---|",
+    ]
+    for (model, row), tests in groups.items():
+        lines.append(
+            f"| `{model}` | {row} | {cell(tests['dense'], 'dense')} | {cell(tests['sparse'], 'sparse')} | "
+            f"{len(tests['dense'])} |"
+        )
+    (out / "results.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--corpus", type=Path, default=Path("rt_corpus"))
+    parser.add_argument("--pre-data", required=True, help="comma-separated fast-simulator stores")
+    parser.add_argument("--pre-val", type=Path, required=True, help="fast-simulator validation store")
+    parser.add_argument("--models", default="tomoformer_tiny,unet")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--pre-steps", type=int, default=3000)
+    parser.add_argument("--ft-steps", type=int, default=600)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--crop", type=int, default=0, help="train on random N x N windows (0 = whole maps)")
+    parser.add_argument("--out", type=Path, default=Path("runs/realcity"))
+    args = parser.parse_args()
+    args.models = args.models.split(",")
+    args.seeds = [int(s) for s in args.seeds.split(",")]
+    write_results(run(args), args.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+"""Command-line flags generated from a run config's dataclass fields (see :mod:`tomoformer.tasks.options`).
+
+Every field with ``help`` in its metadata becomes ``--field-name`` (or ``--<flag>``); booleans get ``--x`` and
+``--no-x``. All flags default to ``argparse.SUPPRESS``, so only the flags actually given override the ``--config``
+YAML file, which overrides the dataclass defaults. Range checks are the config's own (one line naming the option,
+exit 2), so a flag and a YAML value fail alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from typing import Any
+
+from tomoformer.cli.common import read_yaml
+from tomoformer.tasks.options import flatten_sections
+
+_S = argparse.SUPPRESS
+
+
+def _parse(annotation: str) -> Any:
+    """The argparse ``type=`` of a field: the first of int, float, str its annotation names."""
+    parts = [part.strip() for part in annotation.split("|")]
+    if "int" in parts and "str" in parts:
+        return str  # devices: "2", "auto", "0,1" (the config turns "2" into 2)
+    for name, kind in (("int", int), ("float", float)):
+        if name in parts:
+            return kind
+    return str
+
+
+def option_fields(cls: type, skip: tuple[str, ...] = ()) -> list[dataclasses.Field]:
+    """The fields of ``cls`` that have a flag (help text in their metadata), minus ``skip``."""
+    return [f for f in dataclasses.fields(cls) if f.metadata.get("help") and f.name not in skip]
+
+
+def add_options(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls: type, skip: tuple[str, ...] = ()
+) -> None:
+    """One flag per documented field of the config dataclass ``cls`` (minus ``skip``); defaults say where from."""
+    for f in option_fields(cls, skip):
+        flag = "--" + (f.metadata.get("flag") or f.name).replace("_", "-")
+        default = f.default if f.default is not dataclasses.MISSING else None
+        text = str(f.metadata["help"])
+        if str(f.type) == "bool":
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=_S, help=text)
+            continue
+        shown = f" (default {default})" if default not in (None, "") and "default" not in text else ""
+        choices = f.metadata.get("choices")
+        if choices and "," not in text:
+            text = f"{text}: {', '.join(c for c in choices if not c.isdigit())}"
+        parser.add_argument(flag, dest=f.name, type=_parse(str(f.type)), default=_S, help=text + shown)
+
+
+def values_from_args(args: argparse.Namespace, cls: type, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The ``--config`` YAML mapping (if any) with the flags given for ``cls``'s fields laid over it."""
+    values: dict[str, Any] = read_yaml(args.config) if getattr(args, "config", None) else {}
+    values = flatten_sections(values, "run")  # a flag then overrides a value given under run: / optim:
+    for f in dataclasses.fields(cls):
+        if f.name not in skip and hasattr(args, f.name):
+            values[f.name] = getattr(args, f.name)
+    return values

@@ -1,0 +1,61 @@
+"""The options of a mapping run (``train``, ``pretrain``, ``finetune``, ``finetune-study``): :class:`TrainConfig`.
+
+A module of its own, importing no torch, so that the command line can build its flags from the fields without
+paying for the deep-learning imports on every call (``tomoformer --help``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from tomoformer.tasks.options import OptimOptions, RunOptions, check_fields, config_from_dict, option
+
+if TYPE_CHECKING:
+    from tomoformer.data.datamodule import AugmentOptions
+
+
+def augment_options(**values: Any) -> AugmentOptions:
+    # Imported when a config is built, not when this module is: data.datamodule pulls in torch.
+    from tomoformer.data.datamodule import AugmentOptions
+
+    return AugmentOptions(**values)
+
+
+@dataclass
+class TrainConfig(RunOptions, OptimOptions):
+    """Everything a training run needs; every field has a default that works on a laptop CPU. The run and
+    optimiser options are :class:`RunOptions` and :class:`OptimOptions` (tasks/options.py)."""
+
+    data: str = option("data/train.zarr", "training dataset (.zarr, .npz, .h5) with 'buildings'")
+    val_data: str | None = option(None, "validation dataset (default: a seeded --val-fraction of --data)")
+    out: str = option("runs/train", "run folder (config, metrics, checkpoints, figures)")
+    model: str = option("tomoformer_tiny", "registered model name (see `tomoformer models`)")
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    max_epochs: int = option(50, "epochs", bounds=("int", -1, None))
+    dice_weight: float = option(1.0, None, bounds=("float", 0.0, None, False, False))
+    val_fraction: float = option(
+        0.1, "share of --data held out when no --val-data is given", bounds=("float", 0.0, 1.0, False, True)
+    )
+    augment: AugmentOptions = field(default_factory=augment_options, metadata={"nested": augment_options})
+    data_on_device: bool = option(
+        False, "load the datasets into the training device's memory (float16) and augment batches there"
+    )
+    fit_batches: int = option(64, None, bounds=("int", 1, None))
+
+    def __post_init__(self) -> None:
+        # Range checks here, so a bad value fails as one line whether it came from a flag, a YAML file or code.
+        from tomoformer.validation import check_train_config
+
+        check_fields(self)
+        check_train_config(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """Build from a plain dict (a YAML file): flat keys or ``run:``/``optim:`` sections; unknown keys, wrong
+        types and bad values fail with one clear line."""
+        return config_from_dict(cls, values, "training")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)

@@ -1,0 +1,73 @@
+"""``finetune``: continue training a pretrained checkpoint under a fine-tuning policy.
+
+The run reuses :func:`tomoformer.tasks.train.fit_task` (same Lightning loop and run folder as ``train``) with a
+:class:`~tomoformer.tasks.mapping.MappingTask` whose policy is not ``full``; the base task
+(:mod:`tomoformer.tasks.base`) merges LoRA adapters into every checkpoint Lightning writes, so ``best.ckpt`` and
+``last.ckpt`` hold plain registry weights, and keeps the unmerged adapter state for ``finetune --resume``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+from tomoformer.checkpoint import load_checkpoint
+from tomoformer.errors import ConfigError
+from tomoformer.models.adapt import count_parameters
+from tomoformer.models.protocol import requires_fit
+from tomoformer.pretrained import resolve as resolve_pretrained
+from tomoformer.tasks.mapping import MappingTask
+from tomoformer.tasks.policy import parse_policy
+from tomoformer.tasks.train import (
+    TrainConfig,
+    TrainResult,
+    datamodule_for,
+    finish_run,
+    finished_result,
+    fit_task,
+    open_run,
+    task_options,
+)
+
+# Fine-tuning is mapping under a policy other than "full": the base task owns the policy (kept as a name for
+# callers and for the experts pipeline, which fine-tunes each expert from a pretrained checkpoint).
+FinetuneTask = MappingTask
+
+
+@dataclasses.dataclass
+class FinetuneResult:
+    """What a fine-tuning run produced, and the trainable/total parameter counts under the policy."""
+
+    train: TrainResult
+    policy: str
+    trainable: int
+    total: int
+
+
+def run_finetune(checkpoint: str | Path, policy: str, config: TrainConfig) -> FinetuneResult:
+    """Fine-tune the model in ``checkpoint`` on ``config.data`` under ``policy``; write the run folder ``config.out``.
+
+    ``config.model`` and ``config.model_kwargs`` are taken from the checkpoint.
+    """
+    start = time.perf_counter()
+    parsed = parse_policy(policy)
+    checkpoint = resolve_pretrained(str(checkpoint))  # a shipped model's name works as --from
+    loaded = load_checkpoint(checkpoint)
+    if requires_fit(loaded.model):
+        raise ConfigError(f"{checkpoint}: model {loaded.name!r} is fitted, not trained; nothing to fine-tune")
+    config = dataclasses.replace(config, model=loaded.name, model_kwargs=dict(loaded.model_kwargs))
+    record = {**config.to_dict(), "finetune": {"from": str(checkpoint), "policy": str(parsed)}}
+    with open_run(config, record, command="finetune", inputs=(str(checkpoint),)) as run:
+        datamodule = datamodule_for(config)
+        task = FinetuneTask(policy=str(parsed), **task_options(config, datamodule.attrs))
+        task.load_pretrained(loaded.model.state_dict())
+        trainable, total = count_parameters(task.model)
+        done = finished_result(run, config)
+        if done is not None:
+            return FinetuneResult(train=done, policy=str(parsed), trainable=trainable, total=total)
+        print(f"policy {parsed}: {trainable:,} trainable of {total:,} parameters ({100 * trainable / total:.1f}%)")
+        result = finish_run(run, fit_task(task, datamodule, config, run.begin(), start))
+    # lp-ft ends with everything trainable: report what the policy trained at its widest, not the probe phase.
+    trainable = max(trainable, count_parameters(task.model)[0])
+    return FinetuneResult(train=result, policy=str(parsed), trainable=trainable, total=total)
