@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import shlex
 import statistics
 import subprocess
 import sys
@@ -102,6 +103,7 @@ def trained(args: argparse.Namespace, run: Path, *command: str) -> Path:
             "1000",
             "--no-progress",
             *(["--crop", str(args.crop)] if getattr(args, "crop", 0) else []),
+            *shlex.split(getattr(args, "train_args", "") or ""),
             *resume,
         )
     return best
@@ -133,7 +135,7 @@ def run(args: argparse.Namespace) -> list[dict[str, object]]:
     val = corpus / "val_bubenec.zarr"
     tests = {"dense": corpus / "test_florence.zarr"}
     tests["sparse"] = sparse_copy(tests["dense"], out / "test_florence_sparse.zarr")
-    pre = merged([Path(p) for p in args.pre_data.split(",")], out / "pre_train.zarr")
+    pre = None if args.pre_runs else merged([Path(p) for p in args.pre_data.split(",")], out / "pre_train.zarr")
     rows: list[dict[str, object]] = []
 
     def record(model: str, row: str, seed: int, evaluate_args: list[str], seconds: float) -> None:
@@ -142,24 +144,24 @@ def run(args: argparse.Namespace) -> list[dict[str, object]]:
             rows.append({"model": model, "row": row, "seed": seed, "test": name, "iou": iou, "train_s": seconds})
             print(f"{model:16s} {row:11s} seed {seed} {name:6s} IoU {iou:.3f}", flush=True)
 
+    if args.threshold:  # deterministic: fitted and scored once
+        record("threshold", "fitted", 0, ["--model", "threshold", "--fit-data", str(train)], 0.0)
     for seed in args.seeds:
-        fit = ["--model", "threshold", "--fit-data", str(train)]
-        record("threshold", "fitted", seed, fit, 0.0)
         for model in args.models:
             common = ["--seed", str(seed), "--model", model]
             began = time.perf_counter()
-            pre_ckpt = trained(
-                args,
-                out / f"pre_{model}_s{seed}",
-                "train",
-                *common,
-                "--data",
-                str(pre),
-                "--val-data",
-                str(args.pre_val),
-                "--max-steps",
-                str(args.pre_steps),
-            )
+            if args.pre_runs:  # pretrained elsewhere (e.g. benchmarks/zeroshot.py's cities+real world)
+                pre_ckpt = Path(args.pre_runs.format(model=model, seed=seed)) / "checkpoints" / "best.ckpt"
+                if not pre_ckpt.is_file():
+                    raise SystemExit(f"{pre_ckpt}: no such pretrained checkpoint (--pre-runs)")
+            else:
+                pre_ckpt = trained(
+                    args,
+                    out / f"pre_{model}_s{seed}",
+                    "train",
+                    *common,
+                    *("--data", str(pre), "--val-data", str(args.pre_val), "--max-steps", str(args.pre_steps)),
+                )
             pre_s = time.perf_counter() - began
             record(model, "zero-shot", seed, ["--checkpoint", str(pre_ckpt)], pre_s)
             began = time.perf_counter()
@@ -226,11 +228,67 @@ def write_results(rows: list[dict[str, object]], out: Path) -> None:
     print("\n".join(lines))
 
 
+def best_val_iou(run: Path) -> float:
+    """The best validation IoU a run folder's metrics.csv records (its best.ckpt's selection score)."""
+    with (run / "metrics.csv").open(newline="") as handle:
+        return max(float(r["val_iou"]) for r in csv.DictReader(handle) if r.get("val_iou"))
+
+
+def ship(args: argparse.Namespace, rows: list[dict[str, object]], roots: list[Path]) -> None:
+    """Package the fine-tuned run with the best validation IoU (Bubeneč; never the test city) as shipped weights;
+    the runs are looked for in ``roots`` (the benchmark's output folders)."""
+    from tomoformer.pretrained import ModelCard, package_checkpoint
+
+    candidates = {
+        (str(r["model"]), int(r["seed"])): next(
+            root / f"ft_{r['model']}_s{r['seed']}"
+            for root in roots
+            if (root / f"ft_{r['model']}_s{r['seed']}").is_dir()
+        )
+        for r in rows
+        if r["row"] == "fine-tuned"
+    }
+    (model, seed), run = max(candidates.items(), key=lambda item: best_val_iou(item[1]))
+    figures: dict[str, object] = {"selected_by": "validation IoU on Bubenec (ray-traced), never Florence"}
+    figures["val_iou_bubenec"] = round(best_val_iou(run), 4)
+    for r in rows:
+        if r["model"] == model and r["row"] == "fine-tuned" and int(r["seed"]) == seed:
+            figures[f"florence_{r['test']}_iou"] = round(float(r["iou"]), 4)
+    for test in TEST_SETS:
+        values = [
+            float(r["iou"]) for r in rows if r["model"] == model and r["row"] == "fine-tuned" and r["test"] == test
+        ]
+        figures[f"benchmark_florence_{test}_iou_mean_std"] = [
+            round(statistics.mean(values), 4),
+            round(statistics.stdev(values) if len(values) > 1 else 0.0, 4),
+        ]
+    card = ModelCard(
+        name=args.ship,
+        model=model,
+        description=f"{model} for ray-traced or measured path-gain maps at ~2 m and 3.5 GHz (any T, any size)",
+        cell_size_m=2.0,
+        frequency_hz=3.5e9,
+        trained_on=(
+            "pretrained on the fast simulator (mixed v1+v2 cities and Helsinki/Finnish-town OSM footprints), "
+            "fine-tuned on Sionna RT maps of Munich, Etoile, Helsinki and a Finnish town (OSM data (c) "
+            "OpenStreetMap contributors, ODbL 1.0)"
+        ),
+        command=" ".join(["python", "benchmarks/realcity.py", *sys.argv[1:]]),
+        figures=figures,
+        licence="weights: the project's licence; training geometry: ODbL 1.0 (OpenStreetMap), Sionna RT scenes",
+    )
+    path = package_checkpoint(run / "checkpoints" / "best.ckpt", card)
+    print(f"shipped {run} as {path} ({path.stat().st_size / 1e6:.1f} MB)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpus", type=Path, default=Path("rt_corpus"))
-    parser.add_argument("--pre-data", required=True, help="comma-separated fast-simulator stores")
-    parser.add_argument("--pre-val", type=Path, required=True, help="fast-simulator validation store")
+    parser.add_argument("--pre-data", help="comma-separated fast-simulator stores")
+    parser.add_argument("--pre-val", type=Path, help="fast-simulator validation store")
+    parser.add_argument(
+        "--pre-runs", help="pretrained run folders instead, e.g. runs/zeroshot/runs/cities_real_{model}_s{seed}"
+    )
     parser.add_argument("--models", default="tomoformer_tiny,unet")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--pre-steps", type=int, default=3000)
@@ -238,11 +296,28 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--crop", type=int, default=0, help="train on random N x N windows (0 = whole maps)")
+    parser.add_argument("--train-args", default="", help="more train/finetune flags, e.g. '--sample-frames 8'")
     parser.add_argument("--out", type=Path, default=Path("runs/realcity"))
+    parser.add_argument("--ship", metavar="NAME", help="package the best fine-tuned run (by validation IoU) as NAME")
+    parser.add_argument("--no-threshold", dest="threshold", action="store_false", help="skip the fitted threshold")
+    parser.add_argument("--combine", help="comma-separated results.csv files of runs split by model: one table")
     args = parser.parse_args()
+    if args.combine:
+        args.out.mkdir(parents=True, exist_ok=True)
+        csvs = [Path(path) for path in args.combine.split(",")]
+        rows = [row for path in csvs for row in csv.DictReader(path.read_text().splitlines())]
+        write_results(rows, args.out)
+        if args.ship:
+            ship(args, rows, [path.parent for path in csvs])
+        return
+    if not args.pre_runs and not (args.pre_data and args.pre_val):
+        parser.error("give --pre-data and --pre-val, or --pre-runs")
     args.models = args.models.split(",")
     args.seeds = [int(s) for s in args.seeds.split(",")]
-    write_results(run(args), args.out)
+    rows = run(args)
+    write_results(rows, args.out)
+    if args.ship:
+        ship(args, rows, [args.out])
 
 
 if __name__ == "__main__":

@@ -146,6 +146,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--crop", type=int, default=48, help="training windows (cells); 0 = whole maps")
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--train-args", default="--sample-frames 8", help="more train flags")
     parser.add_argument("--out", type=Path, default=Path("runs/zeroshot"))
     parser.add_argument("--data-dir", type=Path, help="where the simulated worlds go (default OUT/data); shareable")
     parser.add_argument("--no-threshold", dest="threshold", action="store_false", help="skip the fitted threshold")

@@ -55,6 +55,16 @@ def test_train_writes_run_folder_and_loadable_checkpoints(toy_dataset: Path, tmp
     assert logits.shape == (1, 16, 16)
 
 
+def test_validation_every_n_steps_across_epochs(toy_dataset: Path, tmp_path: Path) -> None:
+    # toy_dataset: 16 samples, 20 % validation -> 13 training samples, 4 steps of batch 4 per epoch
+    common = dict(data=str(toy_dataset), model="unet", model_kwargs={"base_channels": 4, "depth": 1}, batch_size=4)
+    config = TrainConfig(out=str(tmp_path / "r"), max_steps=10, val_every_steps=3, progress=False, **common)
+    run_training(config)
+    steps = [int(r["step"]) for r in read_csv(tmp_path / "r" / "metrics.csv") if r.get("val_iou")]
+    assert steps == [2, 5, 8]  # after steps 3, 6 and 9 (Lightning logs the step index), not at epoch ends
+    assert (tmp_path / "r" / "checkpoints" / "best.ckpt").is_file()
+
+
 def test_resume_continues_from_last_checkpoint(
     toy_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import argparse
 
-from tomoformer.cli.common import add_config_flag, non_negative_int, positive_int
-from tomoformer.cli.renamed import add_sample_frames_flags
-from tomoformer.cli.train_cmd import add_train_flags, train_config_from_args
+from tomoformer.cli.common import add_config_flag
+from tomoformer.cli.train_cmd import add_augment_flags, add_train_flags, train_config_from_args
 from tomoformer.tasks.policy import POLICY_HELP
 
 _S = argparse.SUPPRESS
@@ -26,9 +25,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--policy", default="full", help=f"one of {POLICY_HELP} (default: full)")
     add_train_flags(p, _SKIP)
-    p.add_argument("--no-d4", dest="d4", action="store_false", default=_S, help="no symmetry augmentation")
-    add_sample_frames_flags(p, non_negative_int)
-    p.add_argument("--min-frames", dest="min_frames", type=positive_int, default=_S)
+    add_augment_flags(p)
     add_config_flag(p)
     p.set_defaults(handler=run, model_opts=None)
 

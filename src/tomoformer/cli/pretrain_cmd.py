@@ -9,15 +9,11 @@ from typing import Any
 
 from tomoformer.cli.common import (
     add_config_flag,
-    below_one,
-    non_negative_int,
     open_fraction,
     parse_key_values,
     positive_int,
-    probability,
 )
-from tomoformer.cli.renamed import add_sample_frames_flags
-from tomoformer.cli.train_cmd import add_train_flags, train_config_from_args
+from tomoformer.cli.train_cmd import add_augment_flags, add_train_flags, train_config_from_args
 from tomoformer.errors import ConfigError
 
 _S = argparse.SUPPRESS
@@ -27,11 +23,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("pretrain", help="pretrain a model on a dataset or on data simulated on the fly")
     add_train_flags(p)
     p.add_argument("--model-opt", dest="model_opts", action="append", metavar="KEY=VALUE", help="model option")
-    p.add_argument("--no-d4", dest="d4", action="store_false", default=_S, help="no symmetry augmentation")
-    add_sample_frames_flags(p, non_negative_int)
-    p.add_argument("--min-frames", dest="min_frames", type=positive_int, default=_S)
-    p.add_argument("--min-keep-fraction", dest="min_keep_fraction", type=probability, default=_S)
-    p.add_argument("--max-floor-fraction", dest="max_floor_fraction", type=below_one, default=_S)
+    add_augment_flags(p)
     p.add_argument(
         "--objective", choices=("supervised", "masked"), default="supervised", help="masked: no labels needed"
     )

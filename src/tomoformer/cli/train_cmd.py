@@ -21,6 +21,36 @@ def add_train_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ())
     add_options(parser, TrainConfig, skip)
 
 
+def add_augment_flags(parser: argparse.ArgumentParser) -> None:
+    """The training-augmentation flags of train, pretrain and finetune (``augment:`` in YAML); values are checked
+    with the config, so a bad one names its field."""
+    parser.add_argument("--no-d4", dest="d4", action="store_false", default=_S, help="no symmetry augmentation")
+    add_sample_frames_flags(parser)
+    parser.add_argument("--min-frames", dest="min_frames", type=int, default=_S)
+    parser.add_argument(
+        "--min-keep-fraction",
+        dest="min_keep_fraction",
+        type=float,
+        default=_S,
+        help="random sparsity: keep between this fraction and all of the cells of each frame",
+    )
+    parser.add_argument(
+        "--max-floor-fraction",
+        dest="max_floor_fraction",
+        type=float,
+        default=_S,
+        help="random receiver floor: the weakest 0 to this fraction of each sample's cells become NaN "
+        "(default 0.4; 0 = off)",
+    )
+    parser.add_argument(
+        "--crop",
+        dest="crop",
+        type=int,
+        default=_S,
+        help="train on random N x N windows of each map (cheaper steps; the model still maps whole maps)",
+    )
+
+
 def register(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("train", help="train a model on a dataset")
     add_train_flags(p)
@@ -31,31 +61,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         metavar="KEY=VALUE",
         help="model option, e.g. --model-opt decoder=transformer (repeatable)",
     )
-    p.add_argument("--no-d4", dest="d4", action="store_false", default=_S, help="no symmetry augmentation")
-    add_sample_frames_flags(p)
-    p.add_argument("--min-frames", dest="min_frames", type=int, default=_S)
-    p.add_argument(
-        "--min-keep-fraction",
-        dest="min_keep_fraction",
-        type=float,
-        default=_S,
-        help="random sparsity: keep between this fraction and all of the cells of each frame",
-    )
-    p.add_argument(
-        "--max-floor-fraction",
-        dest="max_floor_fraction",
-        type=float,
-        default=_S,
-        help="random receiver floor: the weakest 0 to this fraction of each sample's cells become NaN "
-        "(default 0.4; 0 = off)",
-    )
-    p.add_argument(
-        "--crop",
-        dest="crop",
-        type=int,
-        default=_S,
-        help="train on random N x N windows of each map (cheaper steps; the model still maps whole maps)",
-    )
+    add_augment_flags(p)
     add_config_flag(p)
     p.set_defaults(handler=run)
 

@@ -62,6 +62,12 @@ class RunOptions:
         None, "e.g. 32-true, bf16-mixed (default: bf16-mixed on CUDA, else 32-true)", choices=PRECISIONS
     )
     num_workers: int = option(0, "data-loading worker processes", bounds=("int", 0, None))
+    val_every_steps: int | None = option(
+        None,
+        "validate (and keep the best checkpoint) every N optimiser steps instead of after every epoch: for small "
+        "datasets trained for many epochs",
+        bounds=("int", 1, None),
+    )
     progress: bool = option(True, "live progress bar on a terminal")
     resume: bool = option(False, "continue the run in --out from its last checkpoint")
     overwrite: bool = option(False, "replace an existing output (only a folder tomoformer wrote; an input never)")

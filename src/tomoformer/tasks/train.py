@@ -228,6 +228,7 @@ def fit_task(
         enable_model_summary=False,
         log_every_n_steps=1,
         num_sanity_val_steps=0,
+        **_validation_schedule(config),
         plugins=[AtomicCheckpointIO()],
         # Our data modules shard by rank themselves, each sample exactly once per epoch; Lightning's
         # DistributedSampler would pad with duplicates (data/datamodule.py, ShardedBatchSampler).
@@ -322,3 +323,9 @@ def _plain_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
     """Dataset attributes as plain JSON-like values (they travel inside checkpoints)."""
     keep = ("cell_size_m", "frequency_hz", "signal_unit", "rx_height_m", "source")
     return {k: attrs[k] for k in keep if k in attrs}
+
+
+def _validation_schedule(config: Any) -> dict[str, Any]:
+    """Lightning's validation schedule: after every epoch, or every ``val_every_steps`` steps across epochs."""
+    every = getattr(config, "val_every_steps", None)
+    return {} if not every else {"val_check_interval": int(every), "check_val_every_n_epoch": None}
