@@ -120,7 +120,12 @@ def write_results(rows: list[dict[str, object]], out: Path) -> None:
         "| training world | model | " + " | ".join(f"{c} IoU" for c in columns) + " | seeds |",
         "|---|---|" + "---|" * len(columns) + "---|",
     ]
-    for (name, model), per_city in values.items():
+
+    def order(key: tuple[str, str]) -> tuple[int, bool, str]:
+        name, model = key
+        return (WORLDS.index(name) if name in WORLDS else len(WORLDS), model == "threshold", model)
+
+    for (name, model), per_city in sorted(values.items(), key=lambda item: order(item[0])):
         base = values.get((name, "threshold"), per_city)
         cells = []
         for c in columns:
