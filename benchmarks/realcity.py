@@ -200,11 +200,21 @@ def run(args: argparse.Namespace) -> list[dict[str, object]]:
     return rows
 
 
-def write_results(rows: list[dict[str, object]], out: Path) -> None:
-    with (out / "results.csv").open("w", newline="") as handle:
+def write_csv(rows: list[dict[str, object]], path: Path) -> None:
+    """``rows`` as a CSV file with a header (the columns of the first row)."""
+    with path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
+
+
+def read_csvs(paths: list[Path]) -> list[dict[str, str]]:
+    """The rows of several results.csv files, in order (``--combine``)."""
+    return [row for path in paths for row in csv.DictReader(path.read_text().splitlines())]
+
+
+def write_results(rows: list[dict[str, object]], out: Path) -> None:
+    write_csv(rows, out / "results.csv")
     groups: dict[tuple[str, str], dict[str, list[float]]] = {}
     for r in rows:
         groups.setdefault((str(r["model"]), str(r["row"])), {}).setdefault(str(r["test"]), []).append(float(r["iou"]))
@@ -305,7 +315,7 @@ def main() -> None:
     if args.combine:
         args.out.mkdir(parents=True, exist_ok=True)
         csvs = [Path(path) for path in args.combine.split(",")]
-        rows = [row for path in csvs for row in csv.DictReader(path.read_text().splitlines())]
+        rows = read_csvs(csvs)
         write_results(rows, args.out)
         if args.ship:
             ship(args, rows, [path.parent for path in csvs])

@@ -23,12 +23,11 @@ Florence or San Francisco). ``threshold`` is fitted on each world's training dat
 from __future__ import annotations
 
 import argparse
-import csv
 import statistics
 import time
 from pathlib import Path
 
-from realcity import merged, test_iou, tomoformer, trained
+from realcity import merged, read_csvs, test_iou, tomoformer, trained, write_csv
 
 ROOT = Path(__file__).resolve().parents[1]
 V1_STYLES = ("dense", "suburban", "industrial", "oldtown", "open")
@@ -105,10 +104,7 @@ def run(args: argparse.Namespace) -> list[dict[str, object]]:
 
 
 def write_results(rows: list[dict[str, object]], out: Path) -> None:
-    with (out / "results.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(rows, out / "results.csv")
     cities = list(dict.fromkeys(str(r["test"]) for r in rows))
     values: dict[tuple[str, str], dict[str, list[float]]] = {}
     for r in rows:
@@ -159,7 +155,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.combine:
         args.out.mkdir(parents=True, exist_ok=True)
-        rows = [row for path in args.combine.split(",") for row in csv.DictReader(Path(path).read_text().splitlines())]
+        rows = read_csvs([Path(path) for path in args.combine.split(",")])
         write_results(rows, args.out)
         return
     args.worlds = args.worlds.split(",")
