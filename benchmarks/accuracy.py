@@ -28,6 +28,8 @@ Transformer). ``seednet*`` always gets ``img_size`` = the map size, so its dense
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import json
 import statistics
 import time
@@ -111,7 +113,6 @@ def main() -> None:
     lrs = [float(x) for x in args.lrs.split(",")]
     specs = args.models.split(",")
     out = Path(args.out)
-    summary: list[dict[str, Any]] = []
     for scenario in args.scenarios.split(","):
         folder = out / scenario
         paths = simulate_splits(args, scenario, folder, cuda)
@@ -153,10 +154,14 @@ def main() -> None:
                         "test_iou": scores[spec]["iou"],
                         "test_f1": scores[spec]["f1"],
                         "train_s": runs[spec]["train_s"],
+                        # what a fitted baseline chose on the training data (rule, regularisation, ellipse, links)
+                        "fitted": models[spec].describe() if hasattr(models[spec], "describe") else "",
                     }
                 )
         write_csv(folder / "runs.csv", run_rows)
-        summary += aggregate(scenario, run_rows, args.baseline)
+        # Every scenario finished under --out so far, also those run by another process (one per scenario).
+        finished = read_runs(out)
+        summary = [row for sc in finished for row in aggregate(sc, finished[sc], args.baseline)]
         write_csv(out / "results.csv", summary)
         write_text_atomic(out / "results.md", markdown(summary, args))
         print_table(scenario, [row for row in summary if row["scenario"] == scenario], args.baseline)
@@ -242,17 +247,39 @@ def aggregate(scenario: str, rows: list[dict[str, Any]], baseline: str) -> list[
                 "val_iou_mean": statistics.fmean(r["val_iou"] for r in rs),
                 "ratio_to_baseline": means[model] / base if base == base and base > 0 else float("nan"),
                 "train_s_mean": statistics.fmean(r["train_s"] for r in rs),
+                "fitted": rs[0].get("fitted", ""),
             }
         )
     return sorted(out, key=lambda r: -r["test_iou_mean"])
+
+
+def read_runs(out: Path) -> dict[str, list[dict[str, Any]]]:
+    """The rows of every ``out/<scenario>/runs.csv``, numbers parsed, by scenario."""
+    finished: dict[str, list[dict[str, Any]]] = {}
+    for path in sorted(out.glob("*/runs.csv")):
+        rows = [{key: _parse(value) for key, value in row.items()} for row in csv.DictReader(path.open())]
+        finished[path.parent.name] = rows
+    return finished
+
+
+def _parse(value: str) -> Any:
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return value
 
 
 def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     if not rows:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    lines = [",".join(rows[0])] + [",".join(_cell(v) for v in row.values()) for row in rows]
-    write_text_atomic(path, "\n".join(lines) + "\n")
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(rows[0])
+    writer.writerows([_cell(v) for v in row.values()] for row in rows)
+    write_text_atomic(path, buffer.getvalue())
 
 
 def _cell(value: Any) -> str:
@@ -263,7 +290,8 @@ def markdown(summary: list[dict[str, Any]], args: argparse.Namespace) -> str:
     command = (
         f"python benchmarks/accuracy.py --size {args.size} --frames {args.frames} --n-train {args.n_train} "
         f"--n-val {args.n_val} --n-test {args.n_test} --epochs {args.epochs} --batch-size {args.batch_size} "
-        f"--lrs {args.lrs} --seeds {args.seeds} --data-seed {args.data_seed} --scenarios {args.scenarios} "
+        f"--lrs {args.lrs} --seeds {args.seeds} --data-seed {args.data_seed} "
+        f"--scenarios {','.join(dict.fromkeys(r['scenario'] for r in summary))} "
         f"--models {args.models} --baseline {args.baseline} --max-floor-fraction {args.max_floor_fraction}"
     )
     lines = [f"Command: `{command}`", ""]
@@ -278,6 +306,9 @@ def markdown(summary: list[dict[str, Any]], args: argparse.Namespace) -> str:
             f"{r['test_iou_min']:.3f}-{r['test_iou_max']:.3f} | {r['ratio_to_baseline']:.3f} | {r['lr'] or '-'} | "
             f"{r['train_s_mean']:.0f} |"
         )
+    fitted = [f"- {r['scenario']}, `{r['model']}` (seed 0): {r['fitted']}" for r in summary if r.get("fitted")]
+    if fitted:
+        lines += ["", "What the fitted baselines chose on the (un-augmented) training data:", "", *fitted]
     return "\n".join(lines) + "\n"
 
 

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from tomoformer.data.format import open_dataset, write_dataset
+from tomoformer.errors import OutputError
 
 SPARSE_KEEP, SPARSE_NOISE_DB, SPARSE_FLOOR_DB = 0.10, 4.0, -130.0
 TEST_SETS = ("dense", "sparse")
@@ -287,7 +288,10 @@ def ship(args: argparse.Namespace, rows: list[dict[str, object]], roots: list[Pa
         figures=figures,
         licence="weights: the project's licence; training geometry: ODbL 1.0 (OpenStreetMap), Sionna RT scenes",
     )
-    path = package_checkpoint(run / "checkpoints" / "best.ckpt", card)
+    try:
+        path = package_checkpoint(run / "checkpoints" / "best.ckpt", card, overwrite=args.overwrite_shipped)
+    except OutputError as error:
+        raise SystemExit(f"realcity: {error} (--overwrite-shipped replaces it)") from None
     print(f"shipped {run} as {path} ({path.stat().st_size / 1e6:.1f} MB)")
 
 
@@ -309,6 +313,9 @@ def main() -> None:
     parser.add_argument("--train-args", default="", help="more train/finetune flags, e.g. '--sample-frames 8'")
     parser.add_argument("--out", type=Path, default=Path("runs/realcity"))
     parser.add_argument("--ship", metavar="NAME", help="package the best fine-tuned run (by validation IoU) as NAME")
+    parser.add_argument(
+        "--overwrite-shipped", action="store_true", help="--ship may replace a shipped model of the same name"
+    )
     parser.add_argument("--no-threshold", dest="threshold", action="store_false", help="skip the fitted threshold")
     parser.add_argument("--combine", help="comma-separated results.csv files of runs split by model: one table")
     args = parser.parse_args()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -75,6 +76,18 @@ def test_replace_takes_over_our_folders_and_empty_ones(tmp_path: Path) -> None:
     write_text_atomic(empty, "text")
     assert empty.read_text() == "text"
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_atomically_written_files_get_the_umask_mode_not_the_temporary_one(tmp_path: Path) -> None:
+    old = os.umask(0o027)
+    try:
+        write_text_atomic(tmp_path / "a.txt", "text")
+        with atomic_path(tmp_path / "b.bin") as tmp:
+            tmp.write_bytes(b"x")
+    finally:
+        os.umask(old)
+    for name in ("a.txt", "b.bin"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o640  # 0o666 & ~0o027, not mkstemp's 0o600
 
 
 def test_zarr_stores_we_write_are_ours(tmp_path: Path) -> None:

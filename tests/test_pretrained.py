@@ -15,7 +15,7 @@ from tests.conftest import toy_arrays
 from tomoformer.checkpoint import load_checkpoint, save_checkpoint
 from tomoformer.cli import main
 from tomoformer.data.format import write_dataset
-from tomoformer.errors import ConfigError, DataError
+from tomoformer.errors import ConfigError, DataError, OutputError
 from tomoformer.models.registry import create_model
 
 TINY = {"embed_dim": 32, "depth": 1, "num_heads": 2, "patch_size": 4}
@@ -143,3 +143,12 @@ def test_every_shipped_model_fits_loads_and_maps(card: pretrained.ModelCard) -> 
     with torch.no_grad():
         probabilities = torch.sigmoid(loaded.model(signals))
     assert probabilities.shape == (2, 16, 16) and torch.isfinite(probabilities).all()
+
+
+def test_packaging_refuses_to_replace_a_shipped_model_without_overwrite(shelf: Path, tmp_path: Path) -> None:
+    before = (shelf / "tiny_test.safetensors").read_bytes()
+    with pytest.raises(OutputError, match=r"tiny_test\.safetensors: exists"):
+        pretrained.package_checkpoint(tmp_path / "trained.ckpt", _card(), shelf)
+    assert (shelf / "tiny_test.safetensors").read_bytes() == before
+    pretrained.package_checkpoint(tmp_path / "trained.ckpt", _card(), shelf, overwrite=True)
+    assert load_checkpoint(pretrained.card("tiny_test").weights).model is not None

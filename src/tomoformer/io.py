@@ -72,9 +72,19 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
             raise FileNotFoundError(f"{final}: nothing was written")
         if tmp.is_dir() and not tmp.is_symlink() and not (tmp / "zarr.json").is_file():
             write_marker(tmp, {"kind": "folder"})
+        if tmp.is_file() and not tmp.is_symlink():
+            # mkstemp made the name private (0600); the delivered file gets the mode a plain open() would give it.
+            tmp.chmod(0o666 & ~_umask())
         replace(tmp, final)
     finally:
         _remove_tree(tmp)
+
+
+def _umask() -> int:
+    """The process's file-creation mask (read by setting and restoring it: the only portable way)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def replace(src: Path, dst: Path) -> None:

@@ -59,6 +59,7 @@ RUN_ENTRIES = frozenset(
         "summary.json",
         "report.html",
         "iou_vs_size.png",
+        "test_iou_vs_size.png",
         "runs",
         "data",
     }
@@ -366,7 +367,7 @@ def _inspect(
         raise OutputError(f"--out {path}: a run folder already; give --resume to continue it or --overwrite")
     if marker.get("command") not in (None, command):
         raise OutputError(f"--out {path}: a `{marker.get('command')}` run; it cannot be resumed by `{command}`")
-    stored = _read_config(path)
+    stored = read_run_config(path)
     if stored is None:  # killed before the run really started: nothing to continue
         return RunFolder(path, command, record, fresh=True, resumed=False, marker=marker)
     differing = differing_keys(stored, record, may_change)
@@ -378,7 +379,8 @@ def _inspect(
     return RunFolder(path, command, record, fresh=False, resumed=True, stored=stored, marker=marker)
 
 
-def _read_config(path: Path) -> dict[str, Any] | None:
+def read_run_config(path: Path) -> dict[str, Any] | None:
+    """The ``config.yaml`` a run or study folder holds; None when missing, too large or unreadable."""
     import yaml
 
     config = path / "config.yaml"

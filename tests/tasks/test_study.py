@@ -67,3 +67,24 @@ def test_study_resume_skips_done_runs_and_rejects_bad_input(
     common = ["finetune-study", "--from", str(pretrained), "--data", str(toy_dataset), "--out", str(out), "--resume"]
     for sizes, policy in (("100", "head"), ("4", "freeze:9")):  # a size beyond the data; K beyond the depth
         assert main([*common, "--sizes", sizes, "--policies", policy]) == 2
+
+
+def test_study_resume_refuses_other_settings_and_accepts_new_rows(
+    pretrained: Path, toy_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "study"
+    args = ["finetune-study", "--from", str(pretrained), "--data", str(toy_dataset), "--out", str(out)]
+    assert main([*args, "--sizes", "4", "--policies", "head", "--no-scratch", *COMMON]) == 0
+    assert "seed: 0" in (out / "config.yaml").read_text()
+    capsys.readouterr()
+    # Another seed or learning rate would put runs of two different studies into one table.
+    for other in (["--seed", "1"], ["--lr", "0.01"]):
+        assert main([*args, "--resume", "--sizes", "4", "--policies", "head", "--no-scratch", *COMMON, *other]) == 2
+    err = capsys.readouterr().err
+    assert "train.seed" in err and "train.lr" in err and err.count("\n") == 2
+    # The same settings may add a policy (its own rows); the earlier run is kept.
+    before = (out / "runs" / "n4-head" / "checkpoints" / "best.ckpt").stat().st_mtime_ns
+    assert main([*args, "--resume", "--sizes", "4", "--policies", "head,lora:2", "--no-scratch", *COMMON]) == 0
+    with open(out / "results.csv", newline="") as f:
+        assert [r["policy"] for r in csv.DictReader(f)] == ["none", "head", "lora:2"]
+    assert (out / "runs" / "n4-head" / "checkpoints" / "best.ckpt").stat().st_mtime_ns == before

@@ -20,6 +20,7 @@ import torch
 from tomoformer.checkpoint import read_checkpoint, save_checkpoint
 from tomoformer.errors import ConfigError, DataError
 from tomoformer.io import write_text_atomic
+from tomoformer.outputs import check_output
 
 HERE = Path(__file__).parent
 # How far a dataset's cell size and carrier frequency may stray from the ones a shipped model was trained at.
@@ -108,9 +109,17 @@ def check_conditions(model: ModelCard, attrs: dict[str, Any], source: str) -> No
             )
 
 
-def package_checkpoint(checkpoint: str | Path, model: ModelCard, folder: Path = HERE) -> Path:
-    """Write ``checkpoint``'s weights as float16 ``NAME.safetensors`` and the card ``NAME.json`` into ``folder``."""
+def package_checkpoint(
+    checkpoint: str | Path, model: ModelCard, folder: Path = HERE, *, overwrite: bool = False
+) -> Path:
+    """Write ``checkpoint``'s weights as float16 ``NAME.safetensors`` and the card ``NAME.json`` into ``folder``.
+
+    An existing model of that name is refused (:class:`~tomoformer.errors.OutputError`) unless ``overwrite``.
+    """
     from tomoformer.checkpoint import load_checkpoint
+
+    for target in (folder / f"{model.name}.safetensors", folder / f"{model.name}.json"):
+        check_output(target, overwrite=overwrite, inputs=[checkpoint], option="pretrained model")
 
     raw = read_checkpoint(checkpoint)
     loaded = load_checkpoint(checkpoint)

@@ -7,7 +7,8 @@ random initialisation (``scratch``), all under the same budget (``max_epochs`` /
 ``out/runs``; subsets are written as small temporary ``.npz`` files that are removed at the end.
 
 ``out/results.csv`` (size, policy, val_iou, trainable_params, total_params, seconds, test_iou) is rewritten
-atomically after every run, so an interrupted study is usable, and ``resume=True`` skips the runs already in it.
+atomically after every run, so an interrupted study is usable, and ``resume=True`` skips the runs already in it
+(``out/config.yaml`` holds the shared settings; a resume with other ones is refused).
 ``val_iou`` is the best validation IoU over the run's epochs (the one of ``best.ckpt``); ``test_iou`` is that
 checkpoint's IoU on ``test_data`` when one is given (e.g. another domain: real-city tiles). The pretrained model
 as it is, without fine-tuning, is the row of size 0, policy ``none``. ``out/iou_vs_size.png`` (and
@@ -25,9 +26,11 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+import yaml
 
 from tomoformer.checkpoint import load_checkpoint
 from tomoformer.data.datamodule import split_indices
@@ -36,12 +39,15 @@ from tomoformer.errors import ConfigError
 from tomoformer.io import write_text_atomic
 from tomoformer.models.adapt import count_parameters
 from tomoformer.models.registry import create_model
-from tomoformer.outputs import claim_output
+from tomoformer.outputs import claim_output, differing_keys, read_run_config
 from tomoformer.tasks.policy import apply_policy, parse_policy
 from tomoformer.tasks.train import TrainConfig
 
 SCRATCH = "scratch"
 NONE = "none"
+# TrainConfig fields the study sets per run, and those that may change between a study and its --resume.
+_SET_PER_RUN = frozenset({"data", "val_data", "out", "model", "model_kwargs", "resume", "overwrite"})
+_MAY_CHANGE = frozenset({"train.progress", "train.num_workers"})
 COLUMNS = ("size", "policy", "val_iou", "trainable_params", "total_params", "seconds", "test_iou")
 
 
@@ -112,6 +118,7 @@ def _run_study(
         apply_policy(create_model(loaded.name, **loaded.model_kwargs), name)
     names = list(dict.fromkeys(names + ([SCRATCH] if scratch else [])))
     out.mkdir(parents=True, exist_ok=True)
+    _claim_settings(out, study_record(checkpoint, data, val_data, test_data, config), resume)
     done = _read_rows(out / "results.csv") if resume else []
     rows = list(done)
     with tempfile.TemporaryDirectory(dir=out, prefix=".subsets-") as tmp:
@@ -153,6 +160,44 @@ def _run_study(
                 write_results(rows, out / "results.csv")
     write_summary(rows, out)
     return rows
+
+
+def study_record(
+    checkpoint: str | Path,
+    data: str | Path,
+    val_data: str | Path | None,
+    test_data: str | Path | None,
+    config: TrainConfig,
+) -> dict[str, Any]:
+    """What every run of a study shares, stored as the study's ``config.yaml`` (paths resolved)."""
+
+    def resolved(path: str | Path | None) -> str | None:
+        return None if path is None else str(Path(path).resolve())
+
+    return {
+        "from": resolved(checkpoint),
+        "data": resolved(data),
+        "val_data": resolved(val_data),
+        "test_data": resolved(test_data),
+        "train": {k: v for k, v in config.to_dict().items() if k not in _SET_PER_RUN},
+    }
+
+
+def _claim_settings(out: Path, record: dict[str, Any], resume: bool) -> None:
+    """Refuse to add runs made with other settings to the study in ``out``; then store ``record`` there.
+
+    A resumed study may add sizes and policies (they are rows of their own); anything that changes a run's numbers
+    (data, checkpoint, seed, budget, optimiser, augmentation) must match what the study's earlier runs used.
+    """
+    stored = read_run_config(out)
+    if resume and stored is not None:
+        differing = differing_keys(stored, record, set(_MAY_CHANGE))
+        if differing:
+            raise ConfigError(
+                f"{out}: --resume with other settings than the study there ({', '.join(differing)}); give the same "
+                "options, or another --out"
+            )
+    write_text_atomic(out / "config.yaml", yaml.safe_dump(record, sort_keys=False))
 
 
 def _iou(model: torch.nn.Module, data: str | Path, config: TrainConfig) -> float:
