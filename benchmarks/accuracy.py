@@ -4,7 +4,8 @@ held-out simulated cities.
 Two scenarios on mixed-style cities (2 m cells): ``dense`` (every cell of every frame measured) and ``sparse``
 (10 % of the cells per frame, 4 dB noise, a receiver floor at -130 dB). Each scenario simulates its own train,
 validation and test cities (seeds ``--data-seed``, +20,000 and +10,000). For every learned model the learning
-rate is chosen the same way: each rate of ``--lrs`` trains once (first seed), and the one with the best
+rate is chosen the same way: each rate of ``--lrs`` trains once (first seed), while the best rate lies on the
+grid's edge the next rate beyond it too (``--lr-extensions``), and the one with the best
 *validation* IoU (best epoch) is kept; the test data never takes part in any choice. Then every model trains
 with each of ``--seeds`` (initialisation, batch order and augmentation; the data stay the same) and is scored on
 the test cities. Fitted baselines (``threshold``, ``rti``) choose their own values on the training data.
@@ -15,8 +16,9 @@ standard deviation over seeds, ratio to ``--baseline`` measured in the same run)
 ``--out`` are reused, so an interrupted benchmark continues where it stopped.
 
     python benchmarks/accuracy.py --seeds 0,1,2                              # full size: T=64, 100x100 (GPU)
-    OMP_NUM_THREADS=1 python benchmarks/accuracy.py --size 48 --frames 16 --n-train 320 --n-val 64 \\
-        --n-test 128 --epochs 10 --seeds 0,1,2 --out runs/bench_accuracy      # CPU-sized
+    OMP_NUM_THREADS=1 python benchmarks/accuracy.py --size 48 --frames 8 --n-train 192 --n-val 64 --n-test 128 \\
+        --epochs 8 --batch-size 8 --scenarios dense --max-floor-fraction 0 --out runs/bench_accuracy   # CPU-sized
+        # (the README's table: its --models list, and --scenarios sparse as a second process, same --out)
     python benchmarks/accuracy.py --size 16 --frames 4 --n-train 32 --n-val 8 --n-test 8 --epochs 1 \\
         --seeds 0,1 --lrs 1e-3,3e-3 --models unet,seednet_small,threshold --out /tmp/smoke   # smoke test
 
@@ -33,6 +35,7 @@ import io
 import json
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +57,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "physics": {"physics_features": True},
     "patch": {"tokens": "patch"},
     "fill": {"fill": "neighbours"},
+    # rti's scan beyond its default grids (wider ellipses, fewer links per sample)
+    "wide": {"ellipse_grid": (0.5, 1.0, 2.0, 4.0, 8.0), "links_grid": (500, 1000, 2000, 8000)},
 }
 MODELS = (
     "tomoformer_tiny",
@@ -67,6 +72,7 @@ MODELS = (
     "threshold",
     "threshold@fill",
     "rti",
+    "rti@wide",
 )
 
 
@@ -92,6 +98,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=20, help="the same for every learned model")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lrs", default="3e-4,1e-3,3e-3", help="learning rates tried on validation data")
+    parser.add_argument(
+        "--lr-extensions", type=int, default=2, help="rates tried beyond the grid's edge while the edge wins"
+    )
     parser.add_argument("--seeds", default="0,1,2", help="training seeds; mean ± spread over them")
     parser.add_argument("--data-seed", type=int, default=0)
     parser.add_argument("--scenarios", default="dense,sparse")
@@ -129,10 +138,11 @@ def main() -> None:
             if fitted:
                 chosen[spec] = lrs[0]  # unused by fitted models; one run per seed
                 continue
-            tried = {lr: run(spec, lr, seeds[0])["val_iou"] for lr in lrs}
+            tried = sweep_lr(lambda lr: run(spec, lr, seeds[0])["val_iou"], lrs, args.lr_extensions)  # noqa: B023
             chosen[spec] = max(tried, key=lambda lr: tried[lr])
             sweep_rows += [
-                {"model": spec, "lr": lr, "val_iou": iou, "chosen": lr == chosen[spec]} for lr, iou in tried.items()
+                {"model": spec, "lr": lr, "val_iou": tried[lr], "chosen": lr == chosen[spec], "grid": lr in lrs}
+                for lr in sorted(tried)
             ]
         write_csv(folder / "lr_sweep.csv", sweep_rows)
 
@@ -167,6 +177,21 @@ def main() -> None:
         print_table(scenario, [row for row in summary if row["scenario"] == scenario], args.baseline)
 
 
+def sweep_lr(val_iou: Callable[[float], float], lrs: list[float], extensions: int) -> dict[float, float]:
+    """Validation IoU per learning rate: every rate of ``lrs``, then, while the best one is the smallest or the
+    largest tried, the next rate beyond it (the grid's own ratio continued), at most ``extensions`` times."""
+    tried = {lr: val_iou(lr) for lr in sorted(set(lrs))}
+    for _ in range(extensions):
+        ordered = sorted(tried)
+        best = max(tried, key=lambda lr: tried[lr])
+        if len(ordered) < 2 or best not in (ordered[0], ordered[-1]):
+            break
+        neighbour = ordered[-2] if best == ordered[-1] else ordered[1]
+        beyond = float(f"{best * best / neighbour:.3g}")
+        tried[beyond] = val_iou(beyond)
+    return tried
+
+
 def train_once(
     args: argparse.Namespace,
     scenario: str,
@@ -195,6 +220,7 @@ def train_once(
             seed=seed,
             accelerator="gpu" if cuda else "cpu",
             progress=False,
+            overwrite=True,  # a run folder not in runs.json is an unfinished try of this benchmark: start it again
         )
         start = time.perf_counter()
         result = run_training(config)
@@ -290,7 +316,7 @@ def markdown(summary: list[dict[str, Any]], args: argparse.Namespace) -> str:
     command = (
         f"python benchmarks/accuracy.py --size {args.size} --frames {args.frames} --n-train {args.n_train} "
         f"--n-val {args.n_val} --n-test {args.n_test} --epochs {args.epochs} --batch-size {args.batch_size} "
-        f"--lrs {args.lrs} --seeds {args.seeds} --data-seed {args.data_seed} "
+        f"--lrs {args.lrs} --lr-extensions {args.lr_extensions} --seeds {args.seeds} --data-seed {args.data_seed} "
         f"--scenarios {','.join(dict.fromkeys(r['scenario'] for r in summary))} "
         f"--models {args.models} --baseline {args.baseline} --max-floor-fraction {args.max_floor_fraction}"
     )
