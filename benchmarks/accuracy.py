@@ -43,6 +43,7 @@ from tomoformer.checkpoint import load_checkpoint
 from tomoformer.data.datamodule import AugmentOptions
 from tomoformer.data.simulated import simulate_dataset
 from tomoformer.io import write_text_atomic
+from tomoformer.models.protocol import requires_fit
 from tomoformer.models.registry import create_model
 from tomoformer.sim.config import SimConfig
 from tomoformer.tasks.evaluate import evaluate_models
@@ -85,6 +86,12 @@ def model_kwargs(spec: str, size: int) -> tuple[str, dict[str, Any]]:
     if name.startswith("seednet"):
         kwargs.setdefault("img_size", size)
     return name, kwargs
+
+
+def is_fitted(spec: str, size: int) -> bool:
+    """True for a fitted baseline (``threshold``, ``rti``): no learning rate to choose, nothing to train."""
+    name, kwargs = model_kwargs(spec, size)
+    return requires_fit(create_model(name, **kwargs))
 
 
 def main() -> None:
@@ -132,10 +139,9 @@ def main() -> None:
             return train_once(args, scenario, folder, paths, done, spec, lr, seed, cuda)  # noqa: B023
 
         sweep_rows, chosen = [], {}
+        fitted = {spec for spec in specs if is_fitted(spec, args.size)}
         for spec in specs:
-            name, kwargs = model_kwargs(spec, args.size)
-            fitted = getattr(create_model(name, **kwargs), "requires_fit", False)
-            if fitted:
+            if spec in fitted:
                 chosen[spec] = lrs[0]  # unused by fitted models; one run per seed
                 continue
             tried = sweep_lr(lambda lr: run(spec, lr, seeds[0])["val_iou"], lrs, args.lr_extensions)  # noqa: B023
@@ -159,13 +165,13 @@ def main() -> None:
                         "scenario": scenario,
                         "model": spec,
                         "seed": seed,
-                        "lr": chosen[spec] if not _fitted(spec, args.size) else "",
+                        "lr": "" if spec in fitted else chosen[spec],
                         "val_iou": runs[spec]["val_iou"],
                         "test_iou": scores[spec]["iou"],
                         "test_f1": scores[spec]["f1"],
                         "train_s": runs[spec]["train_s"],
                         # what a fitted baseline chose on the training data (rule, regularisation, ellipse, links)
-                        "fitted": models[spec].describe() if hasattr(models[spec], "describe") else "",
+                        "fitted": models[spec].describe() if spec in fitted else "",
                     }
                 )
         write_csv(folder / "runs.csv", run_rows)
@@ -232,11 +238,6 @@ def train_once(
     return done[key]
 
 
-def _fitted(spec: str, size: int) -> bool:
-    name, kwargs = model_kwargs(spec, size)
-    return bool(getattr(create_model(name, **kwargs), "requires_fit", False))
-
-
 def simulate_splits(args: argparse.Namespace, scenario: str, folder: Path, cuda: bool) -> dict[str, Path]:
     """The scenario's train / val / test stores (simulated once, reused by later runs)."""
     config = SimConfig.from_dict({"size": args.size, "frames": args.frames, "style": "mixed", **SCENARIOS[scenario]})
@@ -283,7 +284,8 @@ def read_runs(out: Path) -> dict[str, list[dict[str, Any]]]:
     """The rows of every ``out/<scenario>/runs.csv``, numbers parsed, by scenario."""
     finished: dict[str, list[dict[str, Any]]] = {}
     for path in sorted(out.glob("*/runs.csv")):
-        rows = [{key: _parse(value) for key, value in row.items()} for row in csv.DictReader(path.open())]
+        lines = path.read_text().splitlines()
+        rows = [{key: _parse(value) for key, value in row.items()} for row in csv.DictReader(lines)]
         finished[path.parent.name] = rows
     return finished
 

@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import argparse
 import csv
-import io
 import statistics
 from pathlib import Path
 from typing import Any
 
+from accuracy import write_csv
 from tomoformer.cli import main as tomoformer
 from tomoformer.io import write_text_atomic
 
@@ -137,11 +137,7 @@ def main() -> None:
     checkpoint = prepare(args.out, args)
     paths = [study(args.out, checkpoint, int(seed), args) for seed in args.seeds.split(",")]
     rows = aggregate(paths)
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text_atomic(args.out / "results.csv", buffer.getvalue())
+    write_csv(args.out / "results.csv", rows)
     command = (
         f"python benchmarks/finetune_study.py --seeds {args.seeds} --sizes {args.sizes} --policies {args.policies} "
         f"--max-steps {args.max_steps} --batch-size {args.batch_size} --val-every-steps {args.val_every_steps}"

@@ -36,6 +36,10 @@ class FittedModel(MappingModel, Protocol):
 
     def fit(self, batches: Iterable[dict[str, Tensor]]) -> None: ...
 
+    def describe(self) -> str:
+        """One line: what ``fit`` chose (rule, regularisation, thresholds) and how well it fitted."""
+        ...
+
 
 @runtime_checkable
 class DeepSupervisedModel(MappingModel, Protocol):
