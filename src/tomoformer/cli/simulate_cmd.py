@@ -80,6 +80,27 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--material", default="mixed", help="sionna only: ITU material of buildings (mixed: drawn)")
     p.add_argument("--wall-thickness-m", type=float, default=0.3, help="sionna only: ITU slab thickness")
     p.add_argument("--set", dest="overrides", action="append", metavar="KEY=VALUE", help="any other SimConfig field")
+    scale = p.add_argument_group("scaling out (docs/scale.md)")
+    scale.add_argument(
+        "--shard",
+        default=None,
+        metavar="I/N",
+        help="write only shard I of N: samples [I*n//N, (I+1)*n//N), each as in the whole dataset; "
+        "`data merge` of all N shards in order gives the whole dataset",
+    )
+    scale.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="ADDRESS",
+        help="run the shards as Ray tasks on the cluster at ADDRESS (e.g. auto), or a local one without ADDRESS, "
+        'then merge them into --out (pip install -e ".[scale]")',
+    )
+    scale.add_argument("--shards", type=positive_int, default=None, help="--ray: number of shards (the cluster's CPUs)")
+    scale.add_argument(
+        "--max-retries", type=non_negative_int, default=3, help="--ray: reruns of a failed shard task (3)"
+    )
     add_config_flag(p)
     p.set_defaults(handler=run)
 
@@ -127,22 +148,67 @@ def run(args: argparse.Namespace) -> int:
         )
     elif args.material != "mixed" or args.wall_thickness_m != 0.3:
         raise ConfigError("--material and --wall-thickness-m need --engine sionna")
+    simulate_args = {
+        "config": config,
+        "seed": args.seed,
+        "device": args.device,
+        "chunk": args.chunk or (1 if ray_options else 32),
+        "ray_options": ray_options,
+        "scene": args.scene,
+    }
+    if args.ray is not None:
+        return _run_ray(args, n, simulate_args)
+    if args.shards is not None:
+        raise ConfigError("--shards needs --ray (one process writes one shard: --shard I/N)")
+    from tomoformer.data.shards import parse_shard
     from tomoformer.data.simulated import simulate_dataset
 
+    shard = parse_shard(args.shard) if args.shard is not None else None
     path = simulate_dataset(
         Path(args.out),
         n=n,
-        config=config,
-        seed=args.seed,
-        device=args.device,
-        chunk=args.chunk or (1 if ray_options else 32),
         resume=args.resume,
         progress=args.progress,
-        ray_options=ray_options,
-        scene=args.scene,
         overwrite=args.overwrite,
         inputs=(args.config, args.geometry),
         geometry=geometry,
+        shard=shard,
+        **simulate_args,
+    )
+    if shard is not None:
+        start, stop = shard.bounds(n)
+        print(f"wrote shard {shard} (samples {start} to {stop - 1} of {n}) to {path}")
+    else:
+        print(f"wrote {n} samples to {path}")
+    return 0
+
+
+def _run_ray(args: argparse.Namespace, n: int, simulate_args: dict[str, Any]) -> int:
+    """``--ray``: every shard in a Ray task, then one merged store."""
+    import functools
+
+    from tomoformer.data.ray_runner import simulate_with_ray
+
+    if args.shard is not None:
+        raise ConfigError("give --shard or --ray, not both (--ray runs all the shards)")
+    geometry = None
+    if args.geometry:
+        from tomoformer.geometry.source import GeometrySource
+
+        geometry = functools.partial(GeometrySource, args.geometry)  # opened in each task
+    path = simulate_with_ray(
+        Path(args.out),
+        n=n,
+        simulate_args=simulate_args,
+        address=args.ray or None,
+        shards=args.shards,
+        max_retries=args.max_retries,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        progress=args.progress,
+        inputs=(args.config, args.geometry),
+        geometry=geometry,
+        gpus_per_task=1.0 if str(args.device).startswith("cuda") else 0.0,
     )
     print(f"wrote {n} samples to {path}")
     return 0

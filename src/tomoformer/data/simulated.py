@@ -10,12 +10,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from tomoformer.data.format import ZarrWriter, dataset_format, open_dataset, write_dataset
+from tomoformer.data.shards import SHARD_ATTR, Shard
 from tomoformer.errors import ConfigError, DataError
 from tomoformer.io import _remove_tree, is_ours, remove, replace
 from tomoformer.outputs import check_not_input, check_output, output_lock
@@ -37,6 +39,8 @@ def simulate_dataset(
     overwrite: bool = False,
     inputs: tuple[str | None, ...] = (),
     geometry: Any = None,
+    shard: Shard | None = None,
+    on_progress: Callable[[int], None] | None = None,
 ) -> Path:
     """Simulate ``n`` samples into ``out``. A Zarr store is filled under a hidden ``.partial`` name and renamed
     when complete; ``resume`` continues such a partial store where it stopped. With ``ray_options``
@@ -44,10 +48,16 @@ def simulate_dataset(
     ``geometry`` (a tomoformer.sim.HeightTiles such as tomoformer.geometry.source.GeometrySource) sample i stands
     on its tile i mod N, and the dataset carries the geometry's attributes (its ``dataset_attrs()``).
 
+    With ``shard`` (tomoformer.data.shards.Shard) only its block ``[I*n//N, (I+1)*n//N)`` of the ``n`` samples is
+    written, each sample exactly as in the whole dataset (it depends only on the seed and its global index), and
+    the store records the block (attribute ``shard``); ``data merge`` of all N shards in order gives the whole
+    dataset. ``on_progress(k)`` is called with the number of samples in ``out`` so far, after each block.
+
     ``out`` follows the output policy (tomoformer.outputs): an existing output needs ``overwrite`` (and is never a
     folder we did not write), and one ``simulate`` at a time writes it (``out.lock``)."""
     if n < 1:
         raise ConfigError(f"--n must be at least 1, got {n}")
+    first, stop = shard.bounds(n) if shard is not None else (0, n)
     fmt = dataset_format(out)
     attrs = {**dataset_attrs(config), "seed": seed}
     attrs["group_names"] = _group_names()
@@ -64,12 +74,16 @@ def simulate_dataset(
         attrs.update(geometry.dataset_attrs())
         if "ray_tracing" in attrs:
             attrs["ray_tracing"] = {**attrs["ray_tracing"], "scene": "geometry"}
+    if shard is not None:
+        attrs[SHARD_ATTR] = shard.attrs(n)
 
     def block_at(start: int) -> dict[str, np.ndarray]:
+        # ``start`` counts the samples of this store; the simulators take the sample's index in the whole dataset.
+        count, index = min(chunk, stop - first - start), first + start
         if ray_options is not None:
-            block = sionna_samples(config, seed, start, min(chunk, n - start), device, ray_options, scene, geometry)
+            block = sionna_samples(config, seed, index, count, device, ray_options, scene, geometry)
         else:
-            block = simulate_samples(config, seed, start, min(chunk, n - start), device, geometry=geometry)
+            block = simulate_samples(config, seed, index, count, device, geometry=geometry)
         # float16 halves the store; its 0.03-0.1 dB steps are far below the simulated noise.
         block["signals"] = block["signals"].astype(np.float16)
         return block
@@ -78,7 +92,9 @@ def simulate_dataset(
         raise ConfigError("give --resume or --overwrite, not both")
     check_not_input(out, inputs)
     with output_lock(out, "simulate"):
-        return _simulate_into(out, fmt, n, chunk, attrs, block_at, resume, overwrite, progress, inputs)
+        return _simulate_into(
+            out, fmt, stop - first, chunk, attrs, block_at, resume, overwrite, progress, inputs, on_progress
+        )
 
 
 def _simulate_into(
@@ -92,18 +108,24 @@ def _simulate_into(
     overwrite: bool,
     progress: bool,
     inputs: tuple[str | None, ...],
+    on_progress: Callable[[int], None] | None = None,
 ) -> Path:
-    """The writing part of :func:`simulate_dataset`, under ``out``'s lock."""
+    """The writing part of :func:`simulate_dataset`, under ``out``'s lock; ``n`` samples of this store."""
+    report = on_progress or (lambda done: None)
     partial = out.with_name(f".{out.stem}.partial{out.suffix}")
     resumable = resume and fmt == "zarr" and partial.exists() and ZarrWriter.reopen(partial)[1] > 0
     if resume and not resumable and fmt == "zarr" and is_ours(out):
         with open_dataset(out) as done:
             _check_same_run(out, done.attrs, attrs, n)
         print(f"{out} is already complete")
+        report(n)
         return out
     check_output(out, overwrite=overwrite, inputs=inputs)
     if fmt != "zarr":
-        blocks = [block_at(start) for start in _steps(n, 0, chunk, progress)]
+        blocks = []
+        for start in _steps(n, 0, chunk, progress):
+            blocks.append(block_at(start))
+            report(start + len(blocks[-1]["signals"]))
         arrays = {key: np.concatenate([b[key] for b in blocks]) for key in blocks[0]}
         return write_dataset(out, arrays, attrs)
 
@@ -112,6 +134,7 @@ def _simulate_into(
         writer, done = ZarrWriter.reopen(partial)
         _check_same_run(partial, writer.group.attrs, attrs, n)
         print(f"resuming {out}: {done} of {n} samples already written")
+        report(done)
     elif (partial / "zarr.json").is_file():
         _remove_tree(partial)  # our own hidden partial store of an earlier run (named after out)
     else:
@@ -121,6 +144,7 @@ def _simulate_into(
         if writer is None:
             writer = ZarrWriter(partial, n_total=n, arrays_like=block, attrs=attrs)
         writer.write(start, block)
+        report(start + len(block["signals"]))
     replace(partial, out)
     with open_dataset(out):
         pass  # refuse to report success on a store we cannot read back
@@ -144,7 +168,7 @@ def _check_same_run(path: Path, stored: Any, attrs: dict[str, Any], n: int) -> N
     """Refuse to resume a store made by a different command (other seed, size or physics)."""
     if int(stored.get("n_total", -1)) != n:
         raise DataError(f"{path}: cannot resume: it was started with --n {stored.get('n_total')}, not {n}")
-    for key in ("seed", "sim_config", "ray_tracing", "geometry"):
+    for key in ("seed", "sim_config", "ray_tracing", "geometry", SHARD_ATTR):
         if _normalise(stored.get(key)) != _normalise(attrs.get(key)):
             raise DataError(
                 f"{path}: cannot resume: it was started with a different {key}; give --overwrite to restart"
