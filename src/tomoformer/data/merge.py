@@ -32,6 +32,18 @@ def merge_datasets(
     """
     if len(sources) < 2:
         raise DataError("merge needs at least two datasets")
+    return _merge(sources, dst, block)
+
+
+def merge_shards(sources: list[str | os.PathLike[str]], dst: str | os.PathLike[str]) -> Path:
+    """Write the dataset made of the shard stores ``sources`` (all N shards of one simulation, in order; N may be
+    1) to ``dst``, exactly as one process would have written it."""
+    if not sources:
+        raise DataError("no shards to merge")
+    return _merge(sources, dst, _BLOCK)[0]
+
+
+def _merge(sources: list[str | os.PathLike[str]], dst: str | os.PathLike[str], block: int) -> tuple[Path, list[str]]:
     infos: list[dict[str, Any]] = []
     for src in sources:
         with open_dataset(src) as dataset:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from tomoformer.data.format import open_dataset
-from tomoformer.data.merge import merge_datasets
+from tomoformer.data.merge import merge_shards
 from tomoformer.data.shards import Shard, shard_name
 from tomoformer.errors import ConfigError, DataError, TomoFormerError
 from tomoformer.io import is_ours, read_marker, remove, write_marker
@@ -79,7 +79,7 @@ def simulate_with_ray(
             # Shards are Zarr stores whatever the output format: only those resume.
             paths = [work / f"{shard_name(i, count)}.zarr" for i in range(count)]
             _run_shards(ray, paths, n, count, simulate_args, geometry, max_retries, progress, gpus_per_task)
-        merge_datasets([str(p) for p in paths], out) if count > 1 else _single(paths[0], out)
+        merge_shards([str(p) for p in paths], out)
         with open_dataset(out):
             pass  # refuse to report success on a store we cannot read back
         remove(work)
@@ -121,16 +121,6 @@ def _shard_folder(out: Path, n: int, count: int, resume: bool) -> Path:
         remove(work)  # shards of an earlier, interrupted run of ours
     write_marker(work, record)
     return work
-
-
-def _single(path: Path, out: Path) -> None:
-    """One shard is the whole dataset: its store becomes the output (without the shard record)."""
-    from tomoformer.data.format import write_dataset
-
-    with open_dataset(path) as dataset:
-        arrays = {key: dataset.read(key, slice(None)) for key in dataset.arrays}
-        attrs = {k: v for k, v in dataset.attrs.items() if k not in ("shard", "n_total", "n_written")}
-    write_dataset(out, arrays, attrs)
 
 
 def _run_shards(
