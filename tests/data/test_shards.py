@@ -71,6 +71,10 @@ def test_merged_shards_equal_the_single_process_store(tmp_path: Path) -> None:
     assert main(["data", "merge", *map(str, parts), "--out", str(merged)]) == 0
     assert validate(merged) == []
     assert_same_store(full, merged)
+    # One shard of one is the whole dataset; `data merge` takes it alone.
+    (whole,) = simulate_shards(tmp_path, args, 1, stem="whole")
+    assert main(["data", "merge", str(whole), "--out", str(tmp_path / "whole.zarr")]) == 0
+    assert_same_store(full, tmp_path / "whole.zarr")
     # Any other format of the merge holds the same arrays.
     merge_datasets(parts, tmp_path / "merged.npz")
     arrays, _ = read_all(tmp_path / "merged.npz")

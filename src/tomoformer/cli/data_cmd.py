@@ -37,7 +37,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     q.set_defaults(handler=run_convert)
 
     q = sub.add_parser("merge", help="concatenate datasets of the same T, H, W and cell size into one")
-    q.add_argument("sources", nargs="+", help="two or more datasets, in order")
+    q.add_argument("sources", nargs="+", help="two or more datasets, or all the shards of one simulate run, in order")
     q.add_argument("--out", required=True, help="merged dataset (.zarr, .npz, .h5)")
     add_overwrite_flag(q)
     q.set_defaults(handler=run_merge)

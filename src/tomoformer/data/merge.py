@@ -26,13 +26,18 @@ def merge_datasets(
     All sources need the same frames T, grid H x W and cell size. Arrays missing from any source are dropped.
     Sources that share one list of group names keep their ``group`` arrays and that list as they are; otherwise
     groups are renumbered over the union of the sources' group names, and a source without a ``group`` array
-    becomes one group named after its file. Shards of one simulation (``simulate --shard``; all N, in order)
-    merge into exactly the store one process would have written (:func:`tomoformer.data.shards.merged_attrs`).
+    becomes one group named after its file. Shards of one simulation (``simulate --shard``; all N, in order, N
+    may be 1) merge into exactly the store one process would have written (:func:`tomoformer.data.shards.merged_attrs`).
     A Zarr ``dst`` is filled ``block`` samples at a time, so sources larger than memory merge too.
     """
-    if len(sources) < 2:
-        raise DataError("merge needs at least two datasets")
+    if len(sources) < 2 and not (len(sources) == 1 and _is_shard_store(sources[0])):
+        raise DataError("merge needs at least two datasets (or all the shards of one simulation)")
     return _merge(sources, dst, block)
+
+
+def _is_shard_store(path: str | os.PathLike[str]) -> bool:
+    with open_dataset(path) as dataset:
+        return is_shard(dataset.attrs)
 
 
 def merge_shards(sources: list[str | os.PathLike[str]], dst: str | os.PathLike[str]) -> Path:
