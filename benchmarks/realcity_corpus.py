@@ -1,4 +1,4 @@
-"""Build the ray-traced real-geometry corpus of the real-city benchmark (issue 17), resumably.
+"""Build the ray-traced real-geometry corpus of the real-city benchmark, resumably, in one process or scaled out.
 
 One command, deterministic (fixed seeds), resumable (every step is `tomoformer ... --resume` or skipped when its
 output is complete), with the CLI's progress bars:
@@ -16,6 +16,11 @@ ground, a quarter of them up to 50 m outside the tile, Sionna RT with ``--sample
   San Francisco is not used at all.
 
 ``corpus.csv`` records each step's tiles, maps and wall seconds (the cost of the corpus on this machine).
+
+Scaling out (docs/scale.md): ``--shard I/N`` builds shard I of N of every store (``shards/<store>.part-000I.zarr``,
+the block of tiles [I*n//N, (I+1)*n//N)); run it for I = 0 .. N-1 anywhere (e.g. as a SLURM array task), then
+``--merge`` once to merge the shards of every store into the store one process would have written.
+``--ray [ADDRESS]`` runs every store's shards as Ray tasks instead (``--shards N``; default: the cluster's CPUs).
 OpenStreetMap data: © OpenStreetMap contributors, ODbL 1.0; the stores carry the attribution.
 """
 
@@ -30,6 +35,9 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from tomoformer.data.shards import Shard, parse_shard, shard_name
+from tomoformer.errors import ConfigError
 
 FRAMES = 32
 RAY = ["--engine", "sionna", "--size", "100", "--cell-size-m", "2", "--frames", str(FRAMES)]
@@ -82,16 +90,42 @@ STEPS = (
 )
 
 
-def tomoformer(*args: str) -> None:
-    """Run one CLI command; stop the build on its failure (its one-line error is already printed)."""
+def tomoformer(*args: str, check: bool = True) -> int:
+    """Run one CLI command; stop the build on its failure (its one-line error is already printed) if ``check``."""
     command = [sys.executable, "-m", "tomoformer.cli", *args]
     print("$ tomoformer " + " ".join(args), flush=True)
-    if subprocess.run(command).returncode != 0:
+    code = subprocess.run(command).returncode
+    if code != 0 and check:
+        raise SystemExit(f"failed: tomoformer {' '.join(args)}")
+    return code
+
+
+def import_geometry(geometry: Path, source: Path, import_args: tuple[str, ...], wait_s: float = 1800) -> None:
+    """Import a footprint file once; shards started together wait for the one that holds the store's lock."""
+    if geometry.exists():
+        return
+    args = ("geometry", "import", str(source), "--out", str(geometry), "--seed", "0", *import_args)
+    if tomoformer(*args, check=False) == 0:
+        return
+    lock = geometry.with_name(f"{geometry.name}.lock")
+    deadline = time.monotonic() + wait_s
+    while lock.exists() and time.monotonic() < deadline:
+        time.sleep(5)  # another shard is importing it
+    if not geometry.exists() or lock.exists():
         raise SystemExit(f"failed: tomoformer {' '.join(args)}")
 
 
-def build(out: Path, samples_per_tx: int, only: set[str] | None) -> None:
-    """Run every step (import footprints, then ray trace), appending its cost to ``out/corpus.csv``."""
+def build(
+    out: Path,
+    samples_per_tx: int,
+    only: set[str] | None,
+    shard: Shard | None = None,
+    ray: str | None = None,
+    shards: int | None = None,
+) -> None:
+    """Run every step (import footprints, then ray trace), appending its cost to ``out/corpus.csv``. With ``shard``
+    only that shard of every store is built (under ``out/shards``); with ``ray`` (an address, or "" for a local
+    cluster) every store is simulated as ``shards`` Ray tasks."""
     out.mkdir(parents=True, exist_ok=True)
     files = footprint_files()
     log = out / "corpus.csv"
@@ -104,24 +138,20 @@ def build(out: Path, samples_per_tx: int, only: set[str] | None) -> None:
             if only and step.name not in only:
                 continue
             store = out / f"{step.name}.zarr"
-            if store.exists() and not (out / f".{step.name}.partial.zarr").exists():
+            scale: list[str] = []
+            if shard is not None:
+                store = out / "shards" / f"{step.name}.{shard_name(shard.index, shard.count)}.zarr"
+                scale = ["--shard", str(shard)]
+            elif ray is not None:
+                scale = ["--ray", *([ray] if ray else []), *(["--shards", str(shards)] if shards else [])]
+            if store.exists() and not store.with_name(f".{store.stem}.partial.zarr").exists():
                 print(f"{store} is complete", flush=True)
                 continue
             began = time.perf_counter()
             where = ["--scene", step.scene] if step.scene else []
             if step.source:
                 geometry = out / f"geometry_{step.source}.zarr"
-                if not geometry.exists():
-                    tomoformer(
-                        "geometry",
-                        "import",
-                        str(files[step.source]),
-                        "--out",
-                        str(geometry),
-                        "--seed",
-                        "0",
-                        *step.import_args,
-                    )
+                import_geometry(geometry, files[step.source], step.import_args)
                 where = ["--geometry", str(geometry)]
             tomoformer(
                 "simulate",
@@ -137,13 +167,37 @@ def build(out: Path, samples_per_tx: int, only: set[str] | None) -> None:
                 "--out",
                 str(store),
                 "--resume",
+                *scale,
             )
             seconds = time.perf_counter() - began
-            maps = step.tiles * FRAMES
+            tiles = shard.bounds(step.tiles)[1] - shard.bounds(step.tiles)[0] if shard else step.tiles
+            maps = tiles * FRAMES
             writer.writerow(
-                [store.name, step.tiles, FRAMES, maps, samples_per_tx, f"{seconds:.0f}", f"{seconds / maps:.2f}"]
+                [store.name, tiles, FRAMES, maps, samples_per_tx, f"{seconds:.0f}", f"{seconds / maps:.2f}"]
             )
             handle.flush()
+
+
+def merge(out: Path, only: set[str] | None) -> None:
+    """Merge the shards of every store (``--shard I/N`` for every I) into ``out/<store>.zarr``; keeps the shards."""
+    for step in STEPS:
+        if only and step.name not in only:
+            continue
+        store = out / f"{step.name}.zarr"
+        parts = sorted((out / "shards").glob(f"{step.name}.part-*.zarr"))
+        if store.exists():
+            print(f"{store} is complete", flush=True)
+        elif not parts:
+            raise SystemExit(f"no shards of {step.name} in {out / 'shards'}: run --shard I/N for every I first")
+        else:
+            tomoformer("data", "merge", *map(str, parts), "--out", str(store))  # refuses a missing or foreign shard
+
+
+def _shard_arg(text: str) -> Shard:
+    try:
+        return parse_shard(text)
+    except ConfigError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def main() -> None:
@@ -151,10 +205,19 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("rt_corpus"))
     parser.add_argument("--samples-per-tx", type=int, default=400_000, help="rays per transmitter")
     parser.add_argument("--only", help="comma-separated store names (default: all)")
+    scale = parser.add_mutually_exclusive_group()
+    scale.add_argument("--shard", type=_shard_arg, metavar="I/N", help="build shard I of N of every store")
+    scale.add_argument("--merge", action="store_true", help="merge the shards of every store (after all --shard runs)")
+    scale.add_argument("--ray", nargs="?", const="", metavar="ADDRESS", help="simulate every store with Ray tasks")
+    parser.add_argument("--shards", type=int, help="--ray: shards per store (default: the cluster's CPUs)")
     args = parser.parse_args()
+    only = set(args.only.split(",")) if args.only else None
+    if args.merge:
+        merge(args.out, only)
+        return
     if "DRJIT_LIBLLVM_PATH" not in os.environ:
         print("note: Sionna RT on CPU needs DRJIT_LIBLLVM_PATH=.../libLLVM.so.19.1 (see docs/sionna.md)", flush=True)
-    build(args.out, args.samples_per_tx, set(args.only.split(",")) if args.only else None)
+    build(args.out, args.samples_per_tx, only, args.shard, args.ray, args.shards)
 
 
 if __name__ == "__main__":
