@@ -15,8 +15,8 @@ import pytest
 from tests.data.test_shards import assert_same_store
 from tests.sim.test_geometry_source import geometry_store
 from tomoformer.cli import main
-from tomoformer.data.format import validate
-from tomoformer.data.ray_runner import simulate_with_ray
+from tomoformer.data.format import ZarrWriter, validate
+from tomoformer.data.ray_runner import _shard_folder, simulate_with_ray
 from tomoformer.data.simulated import simulate_dataset
 from tomoformer.geometry.source import GeometrySource
 from tomoformer.sim.config import SimConfig
@@ -109,3 +109,35 @@ def test_missing_ray_and_a_foreign_shard_folder_are_one_line_errors(
     assert main(["simulate", *SMALL, "--n", "4", "--out", str(out), "--ray"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and 'pip install -e ".[scale]"' in err[0], err
+
+
+def test_a_rerun_with_resume_keeps_complete_shards_and_resumes_partial_ones(
+    cluster: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = [*SMALL, "--n", "6", "--seed", "8"]
+    full = tmp_path / "full.zarr"
+    assert main(["simulate", *args, "--out", str(full)]) == 0
+    out = tmp_path / "out.zarr"
+    # What a killed driver leaves: our shard folder, shard 0 complete, shard 1 with one block of its three samples.
+    work = _shard_folder(out, 6, 2, resume=False)
+    assert main(["simulate", *args, "--shard", "0/2", "--out", str(work / "part-0000.zarr")]) == 0
+    original = ZarrWriter.write
+
+    def killed(self: ZarrWriter, start: int, block: dict[str, np.ndarray]) -> None:
+        if start >= 2:
+            raise KeyboardInterrupt
+        original(self, start, block)
+
+    monkeypatch.setattr(ZarrWriter, "write", killed)
+    assert main(["simulate", *args, "--shard", "1/2", "--out", str(work / "part-0001.zarr")]) == 130
+    monkeypatch.setattr(ZarrWriter, "write", original)
+    done_before = (work / "part-0000.zarr" / "zarr.json").stat().st_mtime_ns
+    assert main(["simulate", *args, "--out", str(out), "--ray", "--shards", "3", "--resume"]) == 2  # other split
+    assert (work / "part-0000.zarr" / "zarr.json").stat().st_mtime_ns == done_before
+    assert main(["simulate", *args, "--out", str(out), "--ray", "--shards", "2", "--resume"]) == 0
+    assert_same_store(full, out)
+    assert not work.exists()
+    capsys.readouterr()
+    assert main(["simulate", *args, "--out", str(out), "--ray", "--resume"]) == 0
+    assert "already complete" in capsys.readouterr().out
+    assert main(["simulate", *SMALL, "--n", "6", "--seed", "9", "--out", str(out), "--ray", "--resume"]) == 2

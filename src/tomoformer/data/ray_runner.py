@@ -70,7 +70,8 @@ def simulate_with_ray(
     check_not_input(out, inputs)
     with output_lock(out, "simulate --ray"):
         if resume and is_ours(out):
-            print(f"{out} is already complete")  # merged before: the shards are gone, nothing to compare
+            _check_complete(out, n, simulate_args.get("seed"))
+            print(f"{out} is already complete")
             return out
         check_output(out, overwrite=overwrite, inputs=inputs)
         with _cluster(ray, address):
@@ -86,13 +87,24 @@ def simulate_with_ray(
     return out
 
 
+def _check_complete(out: Path, n: int, seed: Any) -> None:
+    """``--resume`` of a run already merged: the output must be of the same size and seed."""
+    with open_dataset(out) as done:
+        if len(done) != n or done.attrs.get("seed") != seed:
+            raise DataError(
+                f"{out}: cannot resume: it holds {len(done)} samples of seed {done.attrs.get('seed')}, not {n} of "
+                f"seed {seed}; give --overwrite to replace it"
+            )
+
+
 @contextlib.contextmanager
 def _cluster(ray: Any, address: str | None) -> Iterator[None]:
     """Ray initialised for the block: joined at ``address``, or local; shut down after only if started here."""
     started = not ray.is_initialized()
     if started:
         try:
-            ray.init(address=address, include_dashboard=False, log_to_driver=False)
+            local = {"include_dashboard": False} if address is None else {}
+            ray.init(address=address, log_to_driver=False, **local)
         except (ConnectionError, ValueError, RuntimeError) as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise ConfigError(f"--ray {address or ''}: cannot start or join a Ray cluster ({first[:200]})") from None
