@@ -232,7 +232,7 @@ def write(rows: list[Row], ray_start: float | None, cores: int, sionna_note: str
               "only: over the slowest shard process's simulation, without process start-up and merge."]  # fmt: skip
     lines += ["", f"## Projected cost of a {CORPUS_MAPS:,}-map corpus", ""]
     lines.append(
-        f"Hours on N machines of {cores} single-core workers each, from the one-worker cost per map: with perfect "
+        f"Wall time on N machines of {cores} single-core workers each, from the one-worker cost per map: with perfect "
         "scaling (efficiency 1), and with the parallel efficiency measured here with 2 shard processes "
         "(simulation-only speed-up / 2). On this shared machine the second worker gets only what the other jobs "
         "leave of the second core, so the measured efficiency is a pessimistic bound; shards share nothing while "
@@ -254,10 +254,16 @@ def write(rows: list[Row], ray_start: float | None, cores: int, sionna_note: str
         for efficiency in (1.0, measured):
             if efficiency is None:
                 continue
-            hours = " | ".join(f"{h:.2f} h" for _, h in projection(cost, efficiency, cores))
+            hours = " | ".join(_duration(h) for _, h in projection(cost, efficiency, cores))
             lines.append(f"| {engine} | {cost:.4f} | {source} | {efficiency:.2f} | {hours} |")
     lines += ["", "Reproduce: `OMP_NUM_THREADS=1 python benchmarks/scale.py`", ""]
     (RESULTS / "results.md").write_text("\n".join(lines))
+
+
+def _duration(hours: float) -> str:
+    if hours >= 1:
+        return f"{hours:.1f} h"
+    return f"{hours * 60:.1f} min" if hours * 60 >= 1 else f"{hours * 3600:.0f} s"
 
 
 def _best_efficiency(rows: list[Row]) -> float | None:
