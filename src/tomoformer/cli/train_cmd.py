@@ -11,6 +11,8 @@ from tomoformer.cli.renamed import add_sample_frames_flags
 from tomoformer.errors import ConfigError
 
 _S = argparse.SUPPRESS
+# Frame subsets of train, pretrain and finetune when neither --sample-frames nor a YAML augment.max_frames is given.
+DEFAULT_SAMPLE_FRAMES = {"min_frames": 1, "max_frames": 128, "frame_sampling": "log-uniform"}
 
 
 def add_train_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
@@ -84,6 +86,11 @@ def train_config_from_args(args: argparse.Namespace, skip: tuple[str, ...] = ())
     for name in ("d4", "max_frames", "min_frames", "min_keep_fraction", "max_floor_fraction", "crop"):
         if hasattr(args, name):
             augment[name] = getattr(args, name)
+    if isinstance(augment.get("max_frames"), tuple):  # --sample-frames A-B
+        augment["min_frames"], augment["max_frames"] = augment["max_frames"]
+        augment["frame_sampling"] = "log-uniform"
+    elif "max_frames" not in augment:  # neither flag nor YAML: T log-uniform over a wide range (stable in T)
+        augment.update(DEFAULT_SAMPLE_FRAMES)
     if augment.get("max_frames") and not augment.get("min_frames"):
         augment["min_frames"] = max(1, augment["max_frames"] // 2)
     values["augment"] = augment
