@@ -32,7 +32,7 @@ from tomoformer.errors import TomoFormerError
 from tomoformer.io import write_text_atomic
 from tomoformer.models.classical import ThresholdModel
 from tomoformer.models.registry import create_model
-from tomoformer.outputs import check_output
+from tomoformer.outputs import check_output, claim_output
 from tomoformer.sim.config import SimConfig
 from tomoformer.sim.simulate import simulate_samples
 
@@ -214,12 +214,12 @@ def main(argv: list[str] | None = None) -> int:
             rows += [{"model": name, "seed": seed, "T": t, "iou": v} for t, v in result.items()]
             shown = " ".join(f"{t}:{v:.3f}" for t, v in result.items())
             print(f"seed {seed} {name} ({time.time() - start:.0f} s): {shown}", flush=True)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_csv(out / "results.csv", rows)
     command = "python benchmarks/t_curve.py " + " ".join(argv if argv is not None else sys.argv[1:])
     text = markdown(summarise(rows, ts), ts, command.strip())
-    write_text_atomic(out / "results.md", text)
+    with claim_output(args.out, overwrite=args.overwrite, command="t_curve", folder=True) as out:
+        assert out is not None
+        write_csv(out / "results.csv", rows)
+        write_text_atomic(out / "results.md", text)
     print(text)
     return 0
 
