@@ -51,6 +51,13 @@ def add_augment_flags(parser: argparse.ArgumentParser) -> None:
         default=_S,
         help="train on random N x N windows of each map (cheaper steps; the model still maps whole maps)",
     )
+    parser.add_argument(
+        "--whole-fraction",
+        dest="whole_fraction",
+        type=float,
+        default=_S,
+        help="with --crop: this share of the batches trains on whole maps instead of windows (default 0)",
+    )
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -83,7 +90,8 @@ def train_config_from_args(args: argparse.Namespace, skip: tuple[str, ...] = ())
     if not isinstance(augment, dict):
         raise ConfigError(f"option augment is {augment!r}, expected a mapping")
     augment = dict(augment)
-    for name in ("d4", "max_frames", "min_frames", "min_keep_fraction", "max_floor_fraction", "crop"):
+    names = ("d4", "max_frames", "min_frames", "min_keep_fraction", "max_floor_fraction", "crop", "whole_fraction")
+    for name in names:
         if hasattr(args, name):
             augment[name] = getattr(args, name)
     if isinstance(augment.get("max_frames"), tuple):  # --sample-frames A-B
