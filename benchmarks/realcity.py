@@ -35,7 +35,8 @@ from pathlib import Path
 import numpy as np
 
 from tomoformer.data.format import open_dataset, write_dataset
-from tomoformer.errors import OutputError
+from tomoformer.data.heldout import check_held_out
+from tomoformer.errors import DataError, OutputError
 
 SPARSE_KEEP, SPARSE_NOISE_DB, SPARSE_FLOOR_DB = 0.10, 4.0, -130.0
 TEST_SETS = ("dense", "sparse")
@@ -129,12 +130,21 @@ def test_iou(args: argparse.Namespace, out: Path, data: Path, model: list[str]) 
     return float(json.loads(metrics.read_text())["iou"])
 
 
+def corpus_splits(corpus: Path) -> tuple[list[Path], Path, Path]:
+    """The training stores, the validation store and the (dense) test store of a corpus laid out by
+    ``realcity_corpus.py``; refuses (one line) a split whose training or validation data name a held-out city or
+    hold a test tile (``tomoformer.data.heldout.check_held_out``)."""
+    train, val, test = sorted(corpus.glob("train_*.zarr")), corpus / "val_bubenec.zarr", corpus / "test_florence.zarr"
+    check_held_out(train, [val], [test])
+    return train, val, test
+
+
 def run(args: argparse.Namespace) -> list[dict[str, object]]:
     corpus, out = args.corpus, args.out
     out.mkdir(parents=True, exist_ok=True)
-    train = merged(sorted(corpus.glob("train_*.zarr")), out / "rt_train.zarr")
-    val = corpus / "val_bubenec.zarr"
-    tests = {"dense": corpus / "test_florence.zarr"}
+    train_stores, val, test = corpus_splits(corpus)
+    train = merged(train_stores, out / "rt_train.zarr")
+    tests = {"dense": test}
     tests["sparse"] = sparse_copy(tests["dense"], out / "test_florence_sparse.zarr")
     pre = None if args.pre_runs else merged([Path(p) for p in args.pre_data.split(",")], out / "pre_train.zarr")
     rows: list[dict[str, object]] = []
@@ -331,7 +341,10 @@ def main() -> None:
         parser.error("give --pre-data and --pre-val, or --pre-runs")
     args.models = args.models.split(",")
     args.seeds = [int(s) for s in args.seeds.split(",")]
-    rows = run(args)
+    try:
+        rows = run(args)
+    except DataError as err:  # e.g. a split that would train or select on a test tile
+        raise SystemExit(f"realcity: {err}") from None
     write_results(rows, args.out)
     if args.ship:
         ship(args, rows, [args.out])

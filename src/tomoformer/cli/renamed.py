@@ -32,16 +32,33 @@ class RenamedFlag(argparse.Action):
         setattr(namespace, self.dest, values)
 
 
-def add_sample_frames_flags(parser: argparse.ArgumentParser, kind: Callable[[str], int] = int) -> None:
-    """``--sample-frames N`` (random subsets of at most N of a sample's frames, into ``augment.max_frames``) and its
-    old spelling ``--frames``, hidden from the help."""
+def frames_spec(text: str) -> int | tuple[int, int]:
+    """``--sample-frames`` value: ``N`` (an int) or ``A-B`` (a log-uniform range, ``(A, B)``, 1 <= A <= B)."""
+    lo, dash, hi = text.partition("-")
+    try:
+        values = (int(lo), int(hi)) if dash else (int(text),)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N or a range A-B of frame counts, got {text!r}") from None
+    if dash and not 1 <= values[0] <= values[1]:
+        raise argparse.ArgumentTypeError(f"range {text!r} needs 1 <= A <= B")
+    return values if dash else values[0]  # type: ignore[return-value]
+
+
+def add_sample_frames_flags(
+    parser: argparse.ArgumentParser, kind: Callable[[str], int | tuple[int, int]] = frames_spec
+) -> None:
+    """``--sample-frames N`` (random subsets of at most N of a sample's frames, into ``augment.max_frames``) or
+    ``--sample-frames A-B`` (a log-uniform count in A..B per batch), and its old spelling ``--frames``, hidden from
+    the help."""
     parser.add_argument(
         "--sample-frames",
         dest="max_frames",
         type=kind,
-        metavar="N",
+        metavar="N|A-B",
         default=argparse.SUPPRESS,
-        help="train on random subsets of at most N of each sample's frames (at least --min-frames, default N/2)",
+        help="train on random subsets of each sample's frames: N = at most N, uniformly (at least --min-frames, "
+        "default N/2); A-B = a log-uniform count in A..B, one per batch, capped at the frames a sample has "
+        "(default without this flag or a YAML value: 1-128)",
     )
     parser.add_argument(
         "--frames",

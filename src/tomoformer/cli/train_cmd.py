@@ -11,6 +11,8 @@ from tomoformer.cli.renamed import add_sample_frames_flags
 from tomoformer.errors import ConfigError
 
 _S = argparse.SUPPRESS
+# Frame subsets of train, pretrain and finetune when neither --sample-frames nor a YAML augment.max_frames is given.
+DEFAULT_SAMPLE_FRAMES = {"min_frames": 1, "max_frames": 128, "frame_sampling": "log-uniform"}
 
 
 def add_train_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
@@ -49,6 +51,13 @@ def add_augment_flags(parser: argparse.ArgumentParser) -> None:
         default=_S,
         help="train on random N x N windows of each map (cheaper steps; the model still maps whole maps)",
     )
+    parser.add_argument(
+        "--whole-fraction",
+        dest="whole_fraction",
+        type=float,
+        default=_S,
+        help="with --crop: this share of the batches trains on whole maps instead of windows (default 0)",
+    )
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -81,9 +90,15 @@ def train_config_from_args(args: argparse.Namespace, skip: tuple[str, ...] = ())
     if not isinstance(augment, dict):
         raise ConfigError(f"option augment is {augment!r}, expected a mapping")
     augment = dict(augment)
-    for name in ("d4", "max_frames", "min_frames", "min_keep_fraction", "max_floor_fraction", "crop"):
+    names = ("d4", "max_frames", "min_frames", "min_keep_fraction", "max_floor_fraction", "crop", "whole_fraction")
+    for name in names:
         if hasattr(args, name):
             augment[name] = getattr(args, name)
+    if isinstance(augment.get("max_frames"), tuple):  # --sample-frames A-B
+        augment["min_frames"], augment["max_frames"] = augment["max_frames"]
+        augment["frame_sampling"] = "log-uniform"
+    elif "max_frames" not in augment:  # neither flag nor YAML: T log-uniform over a wide range (stable in T)
+        augment.update(DEFAULT_SAMPLE_FRAMES)
     if augment.get("max_frames") and not augment.get("min_frames"):
         augment["min_frames"] = max(1, augment["max_frames"] // 2)
     values["augment"] = augment

@@ -18,8 +18,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from tomoformer.data.format import SignalDataset, open_dataset, require_valid_values
-from tomoformer.data.transforms import Augment
-from tomoformer.errors import DataError
+from tomoformer.data.transforms import FRAME_SAMPLINGS, Augment
+from tomoformer.errors import ConfigError, DataError
 
 # Datasets below this size are read once into RAM (float16), which is far faster than chunked reads.
 IN_MEMORY_LIMIT_BYTES = 4 * 2**30
@@ -36,8 +36,9 @@ def model_tx_pos(tx_pos: np.ndarray | torch.Tensor, cell_size_m: float, rx_heigh
 class SignalMapDataset(Dataset):
     """Samples of a :class:`SignalDataset` as model-ready tensors, optionally augmented."""
 
-    # Accepts (epoch, i) keys from ShardedBatchSampler.
+    # Accepts (epoch, i) and (epoch, i, batch) keys from ShardedBatchSampler.
     epoch_keys = True
+    batch_keys = True
 
     def __init__(
         self,
@@ -74,11 +75,13 @@ class SignalMapDataset(Dataset):
             return {key: value[i] for key, value in self.cache.items()}
         return self.source.sample(int(self.indices[i]))
 
-    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, torch.Tensor]:
+    def __getitem__(self, key: int | tuple[int, ...]) -> dict[str, torch.Tensor]:
         """Item ``i`` (``key = i``, augmented for the epoch last given to ``set_epoch``) or ``key = (epoch, i)``:
         :class:`ShardedBatchSampler` sends the epoch with the index, so that worker processes, which hold their
-        own copy of this dataset, augment for the right epoch even when they persist across epochs."""
-        epoch, i = key if isinstance(key, tuple) else (self.epoch, key)
+        own copy of this dataset, augment for the right epoch even when they persist across epochs. With
+        ``key = (epoch, i, batch)`` the batch-level draws (frame count, window or whole tile) are seeded by
+        (seed, epoch, batch), so every sample of a batch gets the same."""
+        epoch, i, *batch = key if isinstance(key, tuple) else (self.epoch, key)
         raw = self.raw(i)
         item: dict[str, torch.Tensor] = {
             "signals": torch.from_numpy(raw["signals"].astype(np.float32)),
@@ -91,8 +94,16 @@ class SignalMapDataset(Dataset):
         item["group"] = torch.tensor(int(raw["group"]) if "group" in raw else 0)
         if self.augment is not None:
             generator = torch.Generator().manual_seed(hash((self.seed, epoch, int(self.indices[i]))) % 2**63)
-            item.update(self.augment(item, generator))
+            item.update(self.augment(item, generator, batch_generator(self.seed, epoch, batch)))
         return item
+
+
+def batch_generator(seed: int, epoch: int, batch: list[int]) -> torch.Generator | None:
+    """The generator of a batch's shared draws, seeded by (seed, epoch, batch number); None without a number."""
+    if not batch:
+        return None
+    # Negative batch numbers keep these seeds apart from the per-sample ones, hash((seed, epoch, index)).
+    return torch.Generator().manual_seed(hash((seed, epoch, -1 - int(batch[0]))) % 2**63)
 
 
 @dataclass
@@ -108,14 +119,34 @@ class AugmentOptions:
     max_floor_fraction: float | None = 0.4
     # Train on random crop x crop windows of each map (None: whole maps); models map any size at inference.
     crop: int | None = None
+    # How the frame count is drawn in [min_frames, max_frames]: "uniform" or "log-uniform" (transforms.FRAME_SAMPLINGS).
+    frame_sampling: str = "uniform"
+    # With crop: the share of batches that keep whole tiles instead of windows (0: windows only).
+    whole_fraction: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.frame_sampling not in FRAME_SAMPLINGS:
+            raise ConfigError(
+                f"augment.frame_sampling must be one of {', '.join(FRAME_SAMPLINGS)}, got {self.frame_sampling!r}"
+            )
+        if not isinstance(self.whole_fraction, int | float) or not 0.0 <= self.whole_fraction <= 1.0:
+            raise ConfigError(f"augment.whole_fraction must be in [0, 1], got {self.whole_fraction!r}")
 
     def build(self) -> Augment | None:
-        frames = (self.min_frames, self.max_frames) if self.max_frames else None
+        frames = (self.min_frames or 1, self.max_frames) if self.max_frames else None
         keep = (self.min_keep_fraction, 1.0) if self.min_keep_fraction else None
         floor = (0.0, self.max_floor_fraction) if self.max_floor_fraction else None
         if not self.d4 and frames is None and keep is None and floor is None and self.crop is None:
             return None
-        return Augment(d4=self.d4, frames=frames, keep_fraction=keep, floor_fraction=floor, crop=self.crop)
+        return Augment(
+            d4=self.d4,
+            frames=frames,
+            keep_fraction=keep,
+            floor_fraction=floor,
+            crop=self.crop,
+            frame_sampling=self.frame_sampling,
+            whole_fraction=float(self.whole_fraction),
+        )
 
 
 def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -196,6 +227,7 @@ class SplitDataModule(L.LightningDataModule):
             world,
             self.epoch_source(),
             epoch_keys=getattr(self.train_set, "epoch_keys", False),
+            batch_keys=getattr(self.train_set, "batch_keys", False),
         )
         return make_loader(self.train_set, num_workers=self.num_workers, batch_sampler=batches)
 
@@ -327,7 +359,8 @@ class ShardedBatchSampler(Sampler[list]):
     Lightning calls ``set_epoch`` on ``batch_sampler.sampler`` before every epoch. With ``epoch_keys`` (for
     datasets whose ``epoch_keys`` attribute is true) the keys are ``(epoch, index)``: the epoch travels with
     each index, so persistent worker processes, which hold their own copy of the dataset, augment for the
-    right epoch.
+    right epoch; with ``batch_keys`` too, they are ``(epoch, index, batch)``, so the dataset can draw what a batch
+    shares (its number of frames) from the batch's number.
     """
 
     def __init__(
@@ -339,11 +372,13 @@ class ShardedBatchSampler(Sampler[list]):
         world_size: int = 1,
         epoch_source: Callable[[], int] | None = None,
         epoch_keys: bool = False,
+        batch_keys: bool = False,
     ) -> None:
         self.n, self.batch_size, self.rank, self.world_size = n, batch_size, rank, world_size
         self.sampler = sampler
         self.epoch_source = epoch_source
         self.epoch_keys = epoch_keys
+        self.batch_keys = batch_keys and epoch_keys
         self._len = len(plan_batches(np.arange(n), batch_size, rank, world_size))
 
     def __iter__(self) -> Iterator[list]:
@@ -353,8 +388,11 @@ class ShardedBatchSampler(Sampler[list]):
             self.sampler.set_epoch(self.epoch_source())
         epoch = self.sampler.epoch if self.sampler is not None else 0
         order = np.fromiter(self.sampler, np.int64, self.n) if self.sampler is not None else np.arange(self.n)
-        for batch in plan_batches(order, self.batch_size, self.rank, self.world_size):
-            yield [(epoch, int(i)) for i in batch] if self.epoch_keys else [int(i) for i in batch]
+        for j, batch in enumerate(plan_batches(order, self.batch_size, self.rank, self.world_size)):
+            if self.batch_keys:  # the batch's number over all ranks: batch j of rank r is r + j * world_size
+                yield [(epoch, int(i), self.rank + j * self.world_size) for i in batch]
+            else:
+                yield [(epoch, int(i)) for i in batch] if self.epoch_keys else [int(i) for i in batch]
 
     def __len__(self) -> int:
         return self._len

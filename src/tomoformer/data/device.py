@@ -33,6 +33,7 @@ from tomoformer.data.transforms import (
     SHAPE_KEEPING_D4,
     apply_d4,
     crop,
+    log_uniform_count,
     random_floor,
     random_frame_subset,
     random_sparsity,
@@ -191,7 +192,10 @@ def augment_batch(
     each element is applied to one slice), then one frame subset and one sparsity level for the batch, drawn
     from ``rng`` (host numbers) and ``generator`` (device tensors), as :class:`~tomoformer.data.transforms.Augment`
     orders them (a ``crop`` window, one for the batch, first)."""
-    if options is not None and options.crop and max(signals.shape[-2:]) > options.crop:
+    whole = bool(
+        options is not None and options.crop and options.whole_fraction and rng.random() < options.whole_fraction
+    )
+    if options is not None and options.crop and not whole and max(signals.shape[-2:]) > options.crop:
         H, W = signals.shape[-2:]
         size = min(options.crop, H, W)
         top, left = int(rng.integers(0, H - size + 1)), int(rng.integers(0, W - size + 1))
@@ -206,7 +210,11 @@ def augment_batch(
         buildings = torch.cat([p[1] for p in parts])
         tx = torch.cat([p[2] for p in parts]) if tx is not None else None
     if options is not None and options.max_frames:
-        n_frames = int(rng.integers(options.min_frames or 1, options.max_frames + 1))
+        lo, hi = options.min_frames or 1, options.max_frames
+        if options.frame_sampling == "log-uniform":
+            n_frames = log_uniform_count(lo, hi, float(rng.random()))
+        else:
+            n_frames = int(rng.integers(lo, hi + 1))
         signals, tx = random_frame_subset(signals, tx, n_frames, generator)
     if options is not None and options.min_keep_fraction:
         keep = options.min_keep_fraction + (1 - options.min_keep_fraction) * float(rng.random())

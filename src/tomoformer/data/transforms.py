@@ -6,6 +6,7 @@ they are given, and keep the device of their inputs.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -13,6 +14,9 @@ import torch
 from torch import Tensor
 
 N_D4 = 8
+# How the number of frames of a training batch is drawn in (min, max): uniformly, or log-uniformly (as many
+# batches with 1-2 frames as with 64-128), so that a model sees every scale of T and keeps working as T grows.
+FRAME_SAMPLINGS = ("uniform", "log-uniform")
 # D4 elements that keep an H x W grid H x W when H != W (the flips): identity, half turn, mirror, mirror + half turn.
 SHAPE_KEEPING_D4 = (0, 2, 4, 6)
 
@@ -97,6 +101,26 @@ def random_frame_subset(
     return out, tx_pos.index_select(-2, keep.to(tx_pos.device)) if tx_pos is not None else None
 
 
+def draw_frame_count(lo: int, hi: int, sampling: str, generator: torch.Generator | None = None) -> int:
+    """A frame count in ``lo..hi`` (inclusive): ``"uniform"``, or ``"log-uniform"`` over the integers
+    (``floor(exp(u))`` for ``u`` uniform in ``[log lo, log(hi + 1))``, so P(n) is proportional to log((n + 1) / n)).
+    One random number is drawn from ``generator`` either way."""
+    if not 1 <= lo <= hi:
+        raise ValueError(f"frame counts must satisfy 1 <= min <= max, got ({lo}, {hi})")
+    if sampling == "uniform":
+        return int(torch.randint(lo, hi + 1, (1,), generator=generator, device=_device(generator)))
+    if sampling != "log-uniform":
+        raise ValueError(f"frame sampling must be one of {FRAME_SAMPLINGS}, got {sampling!r}")
+    u = float(torch.rand((), generator=generator, device=_device(generator)))
+    return log_uniform_count(lo, hi, u)
+
+
+def log_uniform_count(lo: int, hi: int, u: float) -> int:
+    """The log-uniform frame count in ``lo..hi`` for a uniform number ``u`` in [0, 1)."""
+    n = math.floor(math.exp(math.log(lo) + u * (math.log(hi + 1) - math.log(lo))))
+    return min(max(n, lo), hi)
+
+
 def random_sparsity(signals: Tensor, keep_fraction: float, generator: torch.Generator | None = None) -> Tensor:
     """Set a random ``1 - keep_fraction`` of the cells of every frame to NaN (exactly that many per frame,
     rounded), as if only part of the area had been measured. signals: ``[..., T, H, W]`` float."""
@@ -147,12 +171,18 @@ def crop(
 class Augment:
     """Random augmentation of a sample dict ``{"signals", "buildings"?, "tx_pos"?, ...}``.
 
-    In order: a random ``crop x crop`` window (train on small windows, predict on whole maps; off by default), a
-    random frame subset (T drawn uniformly in ``frames = (min, max)``), a random D4 symmetry (on a non-square grid
-    only the four that keep H x W: identity, mirrors and the half turn), random sparsity (keep fraction drawn
+    In order: a random ``crop x crop`` window (train on small windows, predict on whole maps; off by default; with
+    ``whole_fraction`` that share of the batches keeps whole tiles instead), a random frame subset (T drawn in
+    ``frames = (min, max)``, ``frame_sampling`` uniform or log-uniform, capped at the frames a sample has), a random
+    D4 symmetry (on a non-square grid only the four that keep H x W: identity, mirrors and the half turn), random
+    sparsity (keep fraction drawn
     uniformly in ``keep_fraction = (lo, hi)``), then a random receiver floor (the weakest fraction, drawn uniformly
     in ``floor_fraction = (lo, hi)``, of the cells becomes NaN).
     Other keys pass through unchanged. Works on one sample (``signals [T, H, W]``) or a batch (one draw for the batch).
+
+    The window-or-whole choice and the frame count are batch-level draws: they come from ``batch_generator`` when
+    the caller passes one seeded per batch (then every sample of the batch has the same T and size, and no frames
+    are padded), else from the sample's generator.
 
     Deterministic given the generator: the same seed gives the same sequence of augmented samples. In a
     multi-worker DataLoader every worker holds a copy of the generator, so pass a per-sample generator to
@@ -167,10 +197,17 @@ class Augment:
         generator: torch.Generator | None = None,
         floor_fraction: tuple[float, float] | None = None,
         crop: int | None = None,
+        frame_sampling: str = "uniform",
+        whole_fraction: float = 0.0,
     ) -> None:
         if crop is not None and crop < 1:
             raise ValueError(f"crop must be a window side >= 1, got {crop}")
+        if frame_sampling not in FRAME_SAMPLINGS:
+            raise ValueError(f"frame_sampling must be one of {FRAME_SAMPLINGS}, got {frame_sampling!r}")
+        if not 0.0 <= whole_fraction <= 1.0:
+            raise ValueError(f"whole_fraction must be in [0, 1], got {whole_fraction}")
         self.crop = crop
+        self.frame_sampling, self.whole_fraction = frame_sampling, whole_fraction
         if frames is not None and not 1 <= frames[0] <= frames[1]:
             raise ValueError(f"frames must be (min, max) with 1 <= min <= max, got {frames}")
         if keep_fraction is not None and not 0.0 <= keep_fraction[0] <= keep_fraction[1] <= 1.0:
@@ -186,19 +223,27 @@ class Augment:
             generator.manual_seed(0)
         self.generator = generator
 
-    def __call__(self, sample: Mapping[str, Any], generator: torch.Generator | None = None) -> dict[str, Any]:
+    def __call__(
+        self,
+        sample: Mapping[str, Any],
+        generator: torch.Generator | None = None,
+        batch_generator: torch.Generator | None = None,
+    ) -> dict[str, Any]:
         g = generator if generator is not None else self.generator
+        bg = batch_generator if batch_generator is not None else g
         out = dict(sample)
         signals, buildings, tx_pos = out["signals"], out.get("buildings"), out.get("tx_pos")
-        if self.crop is not None and max(signals.shape[-2:]) > self.crop:
+        whole = False
+        if self.crop is not None and self.whole_fraction > 0:
+            whole = float(torch.rand((), generator=bg, device=_device(bg))) < self.whole_fraction
+        if self.crop is not None and not whole and max(signals.shape[-2:]) > self.crop:
             H, W = signals.shape[-2:]
             size = min(self.crop, H, W)
             top = int(torch.randint(0, H - size + 1, (1,), generator=g, device=_device(g)))
             left = int(torch.randint(0, W - size + 1, (1,), generator=g, device=_device(g)))
             signals, buildings, tx_pos = crop(signals, buildings, tx_pos, top, left, size)
         if self.frames is not None:
-            lo, hi = self.frames
-            n = int(torch.randint(lo, hi + 1, (1,), generator=g, device=_device(g)))
+            n = draw_frame_count(*self.frames, self.frame_sampling, bg)
             signals, tx_pos = random_frame_subset(signals, tx_pos, n, g)
         if self.d4:
             signals_hw = signals.shape[-2:]
@@ -225,5 +270,6 @@ class Augment:
     def __repr__(self) -> str:
         return (
             f"Augment(d4={self.d4}, frames={self.frames}, keep_fraction={self.keep_fraction}, "
-            f"floor_fraction={self.floor_fraction}, crop={self.crop})"
+            f"floor_fraction={self.floor_fraction}, crop={self.crop}, frame_sampling={self.frame_sampling!r}, "
+            f"whole_fraction={self.whole_fraction})"
         )

@@ -8,7 +8,9 @@ The final hidden state is upsampled and decoded together with the per-pixel stat
 carry "never received" and the best excess per pixel at full resolution).
 
 Frame order matters (it is a recurrent model), so it suits ordered sequences such as a transmitter driving
-along a street; any T >= 1 works, at a cost linear in T.
+along a street; any T >= 1 works, at a cost linear in T. The recurrence is not a mean over frames (its state
+depends on order and count); the per-pixel statistics beside it are, with ``frame_stats="stable"`` (the
+default; ``"max"``, the original maxima and minima, for checkpoints written before the option).
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from torch import Tensor, nn
 
 from tomoformer.errors import ConfigError
 from tomoformer.models.adapt import linear_and_conv_targets
-from tomoformer.models.features import NUM_FRAME_FEATURES, NUM_PIXEL_STATISTICS, frame_features, pixel_statistics
+from tomoformer.models.features import NUM_FRAME_FEATURES, NUM_PIXEL_STATISTICS, frame_features
+from tomoformer.models.pixel_pool import PixelStatistics
 from tomoformer.models.registry import register_model
 from tomoformer.models.tracing import is_exporting
 
@@ -63,12 +66,16 @@ class ConvGRU(nn.Module):
         levels: stride-2 downsamplings before the recurrence (the state lives at H/2**levels); more levels give
             a larger receptive field per step and a cheaper recurrence.
         decoder_channels: channels of the full-resolution decoder.
+        frame_stats: aggregation of the per-pixel statistics over frames, "stable" or "max".
     """
 
     requires_fit = False
 
-    def __init__(self, hidden_channels: int = 32, levels: int = 1, decoder_channels: int = 24) -> None:
+    def __init__(
+        self, hidden_channels: int = 32, levels: int = 1, decoder_channels: int = 24, frame_stats: str = "stable"
+    ) -> None:
         super().__init__()
+        self.pixel_stats = PixelStatistics(frame_stats)
         if levels < 0 or hidden_channels < 1 or decoder_channels < 1:
             raise ConfigError("convgru: levels >= 0, hidden_channels >= 1 and decoder_channels >= 1")
         self.levels = levels
@@ -108,7 +115,7 @@ class ConvGRU(nn.Module):
                 tx = None if tx_pos is None else tx_pos[:, t : t + 1]
                 h = self._step(h, signals[:, t : t + 1], tx, pad)
         assert h is not None
-        stats = F.pad(pixel_statistics(signals, tx_pos), pad).to(self.head.weight.dtype)
+        stats = F.pad(self.pixel_stats(signals, tx_pos), pad).to(self.head.weight.dtype)
         up = F.interpolate(h, size=stats.shape[-2:], mode="bilinear", align_corners=False) if self.levels else h
         x = self.decoder(torch.cat([up, self.stats_stem(stats)], dim=1))
         return self.head(x)[:, 0, :H, :W].float()

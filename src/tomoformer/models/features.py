@@ -34,6 +34,14 @@ PIXEL_STATISTICS = (
     "ex_frac",
 )
 NUM_PIXEL_STATISTICS = len(PIXEL_STATISTICS)
+# The same channels with ``aggregation="stable"``: the extremes over frames become soft extremes (log-mean-exp at
+# ``SOFT_TEMPERATURE``), which converge as frames are added instead of drifting (see ``pixel_statistics``).
+STABLE_PIXEL_STATISTICS = tuple(
+    name.replace("_max", "_softmax").replace("_min", "_softmin") for name in PIXEL_STATISTICS
+)
+AGGREGATIONS = ("max", "stable")
+# Temperature of the soft extremes, in the features' 20 dB units: 0.25 = 5 dB.
+SOFT_TEMPERATURE = 0.25
 
 
 # The excess over free space is measured from each frame's line-of-sight level, estimated as this quantile of
@@ -151,27 +159,75 @@ def _shift(x: Tensor, axis: int, step: int) -> Tensor:
     return out > 0 if x.dtype == torch.bool else out
 
 
-def pixel_statistics(signals: Tensor, tx_pos: Tensor | None = None, chunk: int = 64) -> Tensor:
+class SoftExtreme:
+    """Running log-mean-exp over frames, ``tau * log(mean_t exp(x_t / tau))`` of the valid values of each pixel,
+    accumulated chunk by chunk (a running maximum keeps the exponentials in range).
+
+    Unlike the maximum, which keeps growing as frames are added (the expected maximum of T draws grows like
+    sqrt(2 log T)), it converges to a property of the distribution of a pixel's values over transmitters; it
+    lies between the mean (tau -> infinity) and the maximum (tau -> 0), and is unchanged when every frame is
+    duplicated or the frames are permuted. ``sign=-1`` gives the soft minimum.
+    """
+
+    def __init__(self, like: Tensor, tau: float, sign: float = 1.0) -> None:
+        self.tau, self.sign = tau, sign
+        self.big = torch.finfo(like.dtype).max
+        self.peak = torch.full_like(like, -self.big)  # running maximum of sign * x
+        self.total = torch.zeros_like(like)  # sum of exp((sign * x - peak) / tau)
+        self.count = torch.zeros_like(like)
+
+    def add(self, x: Tensor, valid: Tensor, dim: int = 1) -> None:
+        """Fold in values ``x`` where ``valid`` (same shape), reducing over ``dim``."""
+        y = torch.where(valid, self.sign * x, -self.big)
+        peak = torch.maximum(self.peak, y.amax(dim))
+        scale = torch.exp((self.peak - peak) / self.tau)
+        terms = torch.where(valid, torch.exp((y - peak.unsqueeze(dim)) / self.tau), 0.0)
+        self.total = self.total * scale + terms.sum(dim)
+        self.count = self.count + valid.to(x.dtype).sum(dim)
+        self.peak = peak
+
+    def value(self) -> Tensor:
+        """The soft extreme where any value was seen, else 0."""
+        seen = self.count > 0
+        mean = self.total / self.count.clamp_min(1.0)
+        out = self.peak + self.tau * torch.log(mean.clamp_min(torch.finfo(mean.dtype).tiny))
+        return torch.where(seen, self.sign * out, 0.0)
+
+
+def pixel_statistics(
+    signals: Tensor, tx_pos: Tensor | None = None, chunk: int = 64, aggregation: str = "max"
+) -> Tensor:
     """Per-pixel statistics over the T frames (see ``PIXEL_STATISTICS``), never NaN.
 
     Works in chunks of ``chunk`` frames so that T=1000 needs memory for ``chunk`` frames only. ``valid_frac``
     is the fraction of present frames (frames with any valid cell) in which the pixel was measured, so padding
     with missing frames changes nothing; 0 means "never received".
 
+    ``aggregation="max"`` gives the maximum and minimum over frames (the original design; they drift as T
+    grows). ``"stable"`` replaces them with soft extremes (:class:`SoftExtreme`, temperature
+    ``SOFT_TEMPERATURE``; channels ``STABLE_PIXEL_STATISTICS``): every channel is then a mean over frames or a
+    function of means, so it converges as frames are added and is unchanged when all frames are duplicated.
+
     Args:
         signals: [B, T, H, W] dB, NaN = missing.
         tx_pos: [B, T, 3] cells or None.
         chunk: frames processed at once.
+        aggregation: "max" or "stable".
 
     Returns:
         [B, 10, H, W] float32.
     """
+    if aggregation not in AGGREGATIONS:
+        raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
+    stable = aggregation == "stable"
     B, T, H, W = signals.shape
     dev = signals.device
     acc = {key: torch.zeros(B, H, W, device=dev) for key in ("n", "s", "ss", "en", "es", "ess", "frames")}
     big = torch.tensor(torch.finfo(torch.float32).max, device=dev)
     db_max, db_min = torch.full((B, H, W), -big, device=dev), torch.full((B, H, W), big, device=dev)
     ex_max, ex_min = db_max.clone(), db_min.clone()
+    zero = torch.zeros(B, H, W, device=dev)
+    soft = [SoftExtreme(zero, SOFT_TEMPERATURE, sign) for sign in (1.0, -1.0, 1.0, -1.0)] if stable else []
     if torch.compiler.is_compiling():
         # torch.export / ONNX: one pass over all frames, since a Python loop over T would fix T in the graph.
         starts, chunk = [0], T
@@ -189,6 +245,10 @@ def pixel_statistics(signals: Tensor, tx_pos: Tensor | None = None, chunk: int =
         acc["en"] += ex_valid.float().sum(1)
         acc["es"] += ex.sum(1)
         acc["ess"] += (ex * ex).sum(1)
+        if stable:
+            for acc_soft, x, ok in zip(soft, (db, db, ex, ex), (valid, valid, ex_valid, ex_valid), strict=True):
+                acc_soft.add(x, ok)
+            continue
         db_max = torch.maximum(db_max, torch.where(valid, db, -big).amax(1))
         db_min = torch.minimum(db_min, torch.where(valid, db, big).amin(1))
         ex_max = torch.maximum(ex_max, torch.where(ex_valid, ex, -big).amax(1))
@@ -203,6 +263,8 @@ def pixel_statistics(signals: Tensor, tx_pos: Tensor | None = None, chunk: int =
     ex_mean, ex_std = moments(acc["en"], acc["es"], acc["ess"])
     seen, ex_seen = acc["n"] > 0, acc["en"] > 0
     frames = acc["frames"].clamp_min(1.0)
+    if stable:
+        db_max, db_min, ex_max, ex_min = (acc_soft.value() for acc_soft in soft)
     stats = [
         db_mean,
         torch.where(seen, db_max, 0.0),

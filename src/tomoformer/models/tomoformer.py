@@ -11,6 +11,12 @@ Layout (like timm's ``vision_transformer.py``):
    cross-attending to the encoder tokens), both refined at full resolution by a conv pyramid over per-pixel
    statistics over T (hand-made ones, and learned ones: ``PixelFramePool``) so that building edges are sharp.
 
+Every aggregation over frames is a weighted mean: the attention pooling (softmax weights over the frames) and,
+with ``frame_stats="stable"`` (the default), the per-pixel statistics (means and soft extremes); so adding frames
+refines the map instead of moving its inputs out of the range seen in training, and duplicating every frame
+changes nothing. ``frame_stats="max"`` is the original design (per-pixel maxima and minima), kept for the
+checkpoints trained with it (they load with it: ``pixel_pool.FrameStatsMode``).
+
 Output: logits [B, H, W] for "building".
 """
 
@@ -29,8 +35,14 @@ from torch import Tensor, nn
 
 from tomoformer.errors import ConfigError
 from tomoformer.models.adapt import linear_and_conv_targets
-from tomoformer.models.features import NUM_FRAME_FEATURES, pad_to_multiple, pixel_statistics
-from tomoformer.models.pixel_pool import PixelFramePool, physics_frame_features, physics_pixel_dim
+from tomoformer.models.features import NUM_FRAME_FEATURES, pad_to_multiple
+from tomoformer.models.pixel_pool import (
+    PixelFramePool,
+    PixelStatistics,
+    check_frame_stats,
+    physics_frame_features,
+    physics_pixel_dim,
+)
 from tomoformer.models.registry import register_model
 
 __all__ = [
@@ -77,8 +89,10 @@ class TomoFormerConfig:
     pixel_pool_dim: int = 8  # >0: learned per-pixel statistics over frames (PixelFramePool) join the pyramid
     aux_weight: float = 0.0  # deep supervision: weight of a loss on the Transformer decoder's own map
     transformer: bool = True  # False: the ablation without frame tokens, ViT and decoder (the pyramid alone)
+    frame_stats: str = "stable"  # per-pixel statistics over frames: "stable" (converge in T) | "max" (original)
 
     def __post_init__(self) -> None:
+        check_frame_stats(self.frame_stats)
         if not self.transformer and self.aux_weight > 0:
             raise ConfigError("aux_weight needs the Transformer (transformer=true)")
         if self.decoder not in ("conv", "transformer"):
@@ -290,7 +304,9 @@ class TomoFormer(nn.Module):
         else:
             self.decoder = None
         frame_dim = NUM_FRAME_FEATURES + int(cfg.radial_slope)
-        self.pixel_pool = PixelFramePool(frame_dim, cfg.pixel_pool_dim) if cfg.pixel_pool_dim > 0 else None
+        self.pixel_stats = PixelStatistics(cfg.frame_stats)
+        pool_dim, stats_mode = cfg.pixel_pool_dim, cfg.frame_stats
+        self.pixel_pool = PixelFramePool(frame_dim, pool_dim, frame_stats=stats_mode) if pool_dim > 0 else None
         token_dim, decoder_dim = (D, cfg.decoder_dim) if cfg.transformer else (0, 0)
         self.pyramid = PixelPyramid(
             physics_pixel_dim(cfg.pixel_pool_dim), cfg.skip_dim, token_dim, decoder_dim, cfg.pyramid_levels
@@ -300,6 +316,8 @@ class TomoFormer(nn.Module):
         # Transformer's tokens get little gradient early on; a map predicted from the decoder alone fixes that.
         self.aux_head = nn.Conv2d(cfg.decoder_dim, cfg.num_classes, 1) if cfg.aux_weight > 0 else None
         self.init_weights()
+        # Loaded weights decide the aggregation (an old checkpoint: "max"); the config follows them.
+        self.register_load_state_dict_post_hook(_sync_frame_stats)
 
     def _build_transformer(self, cfg: TomoFormerConfig) -> None:
         p, D = cfg.patch_size, cfg.embed_dim
@@ -440,7 +458,7 @@ class TomoFormer(nn.Module):
         if grid is None:
             grid = ((H + p - 1) // p, (W + p - 1) // p)
         if stats is None:
-            stats = pixel_statistics(signals, tx_pos)
+            stats = self.pixel_stats(signals, tx_pos)
         if self.pixel_pool is not None:
             stats = torch.cat([stats, self.pixel_pool(feats, feats[:, :, 1] > 0).to(stats.dtype)], dim=1)
         stats = pad_to_multiple(stats, self.pyramid.multiple).to(self.head.weight.dtype)
@@ -468,6 +486,10 @@ class TomoFormer(nn.Module):
         H, W = signals.shape[-2:]
         aux = _squeeze_classes(self.aux_head(decoded)[..., :H, :W].float())
         return logits, [(self.cfg.aux_weight, aux)]
+
+
+def _sync_frame_stats(module: nn.Module, incompatible: Any) -> None:
+    module.cfg.frame_stats = module.pixel_stats.frame_stats
 
 
 def _squeeze_classes(out: Tensor) -> Tensor:

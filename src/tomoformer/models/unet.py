@@ -7,6 +7,10 @@ independent of T and costs the same for T=4 and T=1000.
 ``physics_features=True`` is the ablation that feeds it what TomoFormer's full-resolution pyramid gets: the same
 statistics plus the learned per-pixel pooling over frames (``PixelFramePool``) of every frame's features and its
 radial slope (``features.radial_slope``).
+
+``frame_stats`` chooses the per-pixel aggregation over frames: ``"stable"`` (default; means and soft extremes,
+which converge as frames are added) or ``"max"`` (the original maxima and minima; checkpoints written before the
+option load with it, ``pixel_pool.FrameStatsMode``).
 """
 
 from __future__ import annotations
@@ -17,9 +21,10 @@ import torch
 from torch import Tensor, nn
 
 from tomoformer.models.adapt import linear_and_conv_targets
-from tomoformer.models.features import NUM_FRAME_FEATURES, NUM_PIXEL_STATISTICS, pad_to_multiple, pixel_statistics
+from tomoformer.models.features import NUM_FRAME_FEATURES, NUM_PIXEL_STATISTICS, pad_to_multiple
 from tomoformer.models.pixel_pool import (
     PixelFramePool,
+    PixelStatistics,
     physics_frame_features,
     physics_pixel_dim,
     physics_pixel_inputs,
@@ -49,18 +54,26 @@ class UNet(nn.Module):
         depth: number of 2x downsamplings (H, W are padded to a multiple of 2**depth and cropped back).
         physics_features: also feed the learned per-pixel frame pooling over the frame features and their radial
             slope (TomoFormer's pyramid inputs); ``pixel_pool_dim`` is its width, as in TomoFormer.
+        frame_stats: per-pixel aggregation over frames, "stable" or "max" (see the module docstring).
     """
 
     requires_fit = False
 
     def __init__(
-        self, base_channels: int = 24, depth: int = 3, physics_features: bool = False, pixel_pool_dim: int = 8
+        self,
+        base_channels: int = 24,
+        depth: int = 3,
+        physics_features: bool = False,
+        pixel_pool_dim: int = 8,
+        frame_stats: str = "stable",
     ) -> None:
         super().__init__()
         self.depth = depth
+        self.pixel_stats = PixelStatistics(frame_stats)
         chans = [base_channels * 2**i for i in range(depth + 1)]
         # Frame features + the radial slope, pooled per pixel: exactly what TomoFormer's pyramid sees.
-        self.pixel_pool = PixelFramePool(NUM_FRAME_FEATURES + 1, pixel_pool_dim) if physics_features else None
+        pool_in = NUM_FRAME_FEATURES + 1
+        self.pixel_pool = PixelFramePool(pool_in, pixel_pool_dim, frame_stats=frame_stats) if physics_features else None
         in_ch = physics_pixel_dim(pixel_pool_dim) if physics_features else NUM_PIXEL_STATISTICS
         self.stem = _conv_block(in_ch, chans[0])
         self.down = nn.ModuleList(
@@ -85,10 +98,10 @@ class UNet(nn.Module):
         """signals [B, T, H, W] dB (NaN = missing), tx_pos [B, T, 3] cells | None -> logits [B, H, W]."""
         H, W = signals.shape[-2:]
         if self.pixel_pool is None:
-            x = pixel_statistics(signals, tx_pos)
+            x = self.pixel_stats(signals, tx_pos)
         else:
             feats = physics_frame_features(signals, tx_pos)[0]
-            x = physics_pixel_inputs(signals, tx_pos, feats, self.pixel_pool)
+            x = physics_pixel_inputs(signals, tx_pos, feats, self.pixel_pool, self.pixel_stats)
         x = pad_to_multiple(x, 2**self.depth)
         x = self.stem(x.to(self.head.weight.dtype))
         skips = [x]
