@@ -116,6 +116,43 @@ def _show_probability(ax: Axes, prob: np.ndarray, title: str = "probability") ->
     _clean_axes(ax)
 
 
+def show_uncertainty(ax: Axes, uncertainty: np.ndarray, title: str = "uncertainty (bits)") -> None:
+    """Draw an uncertainty map ``[H, W]`` in bits on a fixed 0..1 scale (bright = unsure)."""
+    ax.imshow(uncertainty, cmap="inferno", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_title(title, fontsize=9)
+    _clean_axes(ax)
+
+
+def reliability_figure(reliability: Mapping[str, Mapping[str, list]]) -> Figure:
+    """Reliability diagrams, one panel per model: the fraction of buildings against the mean predicted
+    probability per bin (dots sized by the bin's share of cells), the diagonal = perfect calibration.
+
+    reliability: model name -> ``{"count", "confidence", "frequency"}`` per bin (as in the ``reliability`` entry
+    of :func:`tomoformer.evaluation.calibration.calibration_metrics`).
+    """
+    n = max(1, len(reliability))
+    fig = _new_figure(1, n)
+    fig.set_size_inches(3.2 * n, 3.4)
+    axes = fig.subplots(1, n, squeeze=False)[0]
+    for ax, (name, rel) in zip(axes, reliability.items(), strict=False):
+        count = np.asarray(rel["count"], dtype=np.float64)
+        conf = np.asarray(rel["confidence"], dtype=np.float64)
+        freq = np.asarray(rel["frequency"], dtype=np.float64)
+        ok = count > 0
+        share = count / max(count.sum(), 1)
+        ax.plot([0, 1], [0, 1], color="#999999", linestyle="--", linewidth=1)
+        ax.plot(conf[ok], freq[ok], color="#3182bd", linewidth=1)
+        ax.scatter(conf[ok], freq[ok], s=10 + 400 * share[ok], color="#3182bd", edgecolor="black", zorder=3)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_aspect("equal")
+        ax.set_xlabel("mean predicted probability", fontsize=8)
+        ax.set_ylabel("fraction of buildings", fontsize=8)
+        ax.set_title(name, fontsize=9)
+        ax.grid(alpha=0.3)
+    return fig
+
+
 def _optional(x: ArrayLike | None) -> np.ndarray | None:
     return None if x is None else to_numpy(x)
 
@@ -126,19 +163,21 @@ def sample_figure(
     buildings: ArrayLike | None = None,
     probabilities: ArrayLike | None = None,
     title: str = "",
+    uncertainty: ArrayLike | None = None,
 ) -> Figure:
-    """One row: up to 4 input frames, then probability, prediction (p > 0.5), truth and error map.
+    """One row: up to 4 input frames, then probability, prediction (p > 0.5), uncertainty, truth and error map.
 
     Args:
         signals: ``[T, H, W]`` dB, NaN = missing (drawn pink); tx_pos: ``[T, 3]`` row, col in cells, or None.
         buildings: ``[H, W]`` 0/1 truth or None; probabilities: ``[H, W]`` in [0, 1] or None.
+        uncertainty: ``[H, W]`` in bits (0 = sure, 1 = coin toss) or None.
     Pieces that are None are skipped; the error map needs both probabilities and buildings.
     """
     sig, tx = _optional(signals), _optional(tx_pos)
-    truth, prob = _optional(buildings), _optional(probabilities)
+    truth, prob, unsure = _optional(buildings), _optional(probabilities), _optional(uncertainty)
     frames = _frame_indices(sig.shape[0]) if sig is not None and sig.shape[0] > 0 else []
     has_error = prob is not None and truth is not None
-    n_panels = len(frames) + 2 * (prob is not None) + (truth is not None) + has_error
+    n_panels = len(frames) + 2 * (prob is not None) + (unsure is not None) + (truth is not None) + has_error
     if n_panels == 0:
         raise ValueError("sample_figure needs at least one of signals, buildings, probabilities")
     fig = _new_figure(1, n_panels)
@@ -155,6 +194,8 @@ def sample_figure(
     if prob is not None:
         _show_probability(next(axes), prob)
         _show_binary(next(axes), pred, "prediction")
+    if unsure is not None:
+        show_uncertainty(next(axes), unsure)
     if truth is not None:
         truth_b = truth > 0.5
         _show_binary(next(axes), truth_b, "buildings" if prob is None else "truth")
@@ -324,6 +365,8 @@ __all__ = [
     "curves_figure",
     "error_codes",
     "figure_png",
+    "reliability_figure",
     "sample_figure",
     "save_figure",
+    "show_uncertainty",
 ]

@@ -29,9 +29,12 @@ def evaluate_models(
 ) -> dict[str, dict[str, Any]]:
     """Metrics of every model on ``data`` (overall and per group); writes ``out/metrics.json``, ``out/report.html``.
 
+    Besides the pixel scores, every model gets its calibration scores ``ece`` (15 bins), ``brier`` and ``nll``
+    and the ``reliability`` bins drawn as one reliability diagram per model in the report.
     ``metrics.json`` holds the metrics directly when one model is evaluated, else one entry per model.
     """
-    from tomoformer.evaluation.figures import comparison_figure
+    from tomoformer.evaluation.calibration import calibration_metrics
+    from tomoformer.evaluation.figures import comparison_figure, reliability_figure
     from tomoformer.evaluation.metrics import evaluate_predictions
     from tomoformer.evaluation.report import write_metrics_json, write_report
 
@@ -50,8 +53,14 @@ def evaluate_models(
                 model, dataset, batch_size=batch_size, device=device, progress=True
             )
             results[name] = evaluate_predictions(probabilities[name], truth, groups=groups, group_names=group_names)
+            results[name].update(calibration_metrics(probabilities[name], truth))
         picks = np.linspace(0, len(dataset) - 1, num=min(n_figures, len(dataset))).round().astype(int)
-        figures = []
+        figures = [
+            (
+                "reliability: fraction of buildings against the predicted probability (15 bins; dashed = calibrated)",
+                reliability_figure({name: r["reliability"] for name, r in results.items()}),
+            )
+        ]
         for i in sorted(set(picks.tolist())):
             raw = dataset.raw(i)
             figures.append(
@@ -86,9 +95,9 @@ def evaluate_checkpoints(
 
 
 def load_models(checkpoints: list[str], names: list[str], fit_data: str | None) -> dict[str, nn.Module]:
-    """Models by display name: checkpoints (named after their model, plus their run folder and file when several
-    share a model) and the registry models ``names`` (fitted on the first batches of ``fit_data`` when they need
-    fitting and it is given)."""
+    """Models by display name: checkpoints (their fitted temperature applied; named after their model, plus their
+    run folder and file when several share a model) and the registry models ``names`` (fitted on the first
+    batches of ``fit_data`` when they need fitting and it is given)."""
     # imported here, not at the top: tests replace tomoformer.checkpoint.load_checkpoint
     from tomoformer.checkpoint import load_checkpoint
     from tomoformer.models.registry import create_model
@@ -100,7 +109,8 @@ def load_models(checkpoints: list[str], names: list[str], fit_data: str | None) 
         key = item.name if counts[item.name] == 1 else f"{item.name} ({_run_label(path)})"
         while key in models:
             key += "'"
-        models[key] = item.model
+        calibrated = getattr(item, "calibrated", None)
+        models[key] = calibrated() if callable(calibrated) else item.model
     for name in names:
         model = create_model(name)
         if requires_fit(model):
@@ -138,10 +148,10 @@ def print_table(results: dict[str, dict[str, Any]]) -> None:
     from rich.table import Table
 
     table = Table(title="building map metrics (held-out data)")
-    columns = ("iou", "f1", "precision", "recall", "accuracy")
+    columns = ("iou", "f1", "precision", "recall", "accuracy", "ece", "brier", "nll")
     table.add_column("model")
     for column in columns:
         table.add_column(column, justify="right")
     for name, metrics in sorted(results.items(), key=lambda kv: -kv[1]["iou"]):
-        table.add_row(name, *(f"{metrics[c]:.3f}" for c in columns))
+        table.add_row(name, *(f"{metrics[c]:.3f}" if c in metrics else "-" for c in columns))
     Console().print(table)
