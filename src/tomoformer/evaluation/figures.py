@@ -153,6 +153,31 @@ def reliability_figure(reliability: Mapping[str, Mapping[str, list]]) -> Figure:
     return fig
 
 
+def plan_figure(uncertainty: ArrayLike, chosen: ArrayLike, others: ArrayLike | None = None, title: str = "") -> Figure:
+    """The uncertainty map (bits) with the planned transmitters numbered by rank (1 = first) and the candidates
+    not chosen as grey dots. chosen ``[K, 3]`` and others ``[K', 3]``: row, col in cells, height."""
+    u = to_numpy(uncertainty).astype(np.float32)
+    picks = to_numpy(chosen).reshape(-1, 3)
+    fig = _new_figure(1, 1)
+    fig.set_size_inches(4.2, 4.4)
+    ax = fig.subplots()
+    image = ax.imshow(u, cmap="inferno", vmin=0, vmax=1, interpolation="nearest")
+    fig.colorbar(image, ax=ax, shrink=0.8, label="uncertainty (bits)")
+    if others is not None and len(others):
+        rest = to_numpy(others).reshape(-1, 3)
+        ax.scatter(rest[:, 1], rest[:, 0], s=8, color="#bbbbbb", edgecolor="none", label="candidate")
+    ax.scatter(picks[:, 1], picks[:, 0], s=90, marker="o", color="#2ca25f", edgecolor="white", label="planned")
+    for rank, (row, col) in enumerate(picks[:, :2], start=1):
+        ax.annotate(str(rank), (col, row), color="white", fontsize=6, ha="center", va="center", weight="bold")
+    H, W = u.shape
+    ax.set_xlim(-0.5, W - 0.5)
+    ax.set_ylim(H - 0.5, -0.5)
+    ax.legend(loc="lower right", fontsize=6, framealpha=0.8)
+    ax.set_title(title or "uncertainty and planned transmitters", fontsize=9)
+    _clean_axes(ax)
+    return fig
+
+
 def _optional(x: ArrayLike | None) -> np.ndarray | None:
     return None if x is None else to_numpy(x)
 
@@ -365,6 +390,7 @@ __all__ = [
     "curves_figure",
     "error_codes",
     "figure_png",
+    "plan_figure",
     "reliability_figure",
     "sample_figure",
     "save_figure",
