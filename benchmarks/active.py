@@ -20,6 +20,7 @@ IoU of all the tile's frames. Writes ``results.csv`` (one row per seed, strategy
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import time
 from pathlib import Path
@@ -94,9 +95,9 @@ def run_seed(model: torch.nn.Module, data: dict[str, Any], seed: int, args: argp
         "farthest": [starts[i] + farthest_order(tx_raw[i], starts[i], pools[i], args.add) for i in range(n_tiles)],
         "planner": [list(starts[i]) for i in range(n_tiles)],
     }
-    options = PlanOptions(seed=seed)
+    options = dataclasses.replace(args.plan_options, seed=seed)
     rows = []
-    for strategy in STRATEGIES:
+    for strategy in args.strategies:
         for count in counts:
             chosen = [order[:count] for order in orders[strategy]]
             idx = np.array(chosen)
@@ -110,6 +111,7 @@ def run_seed(model: torch.nn.Module, data: dict[str, Any], seed: int, args: argp
                     rest = [j for j in range(n_frames) if j not in used]
                     measured = np.isfinite(frames[i])
                     floor = float(np.min(frames[i][measured])) if measured.any() else NOTHING_RECEIVED_DB
+                    floor = max(floor, args.floor_db) if args.floor_db is not None else floor
                     plan = plan_sample(
                         p[i],
                         tx_raw[i][rest],
@@ -127,7 +129,7 @@ def run_seed(model: torch.nn.Module, data: dict[str, Any], seed: int, args: argp
 
 def summarise(rows: list[dict[str, Any]], all_iou: float) -> list[dict[str, Any]]:
     out = []
-    for strategy in STRATEGIES:
+    for strategy in sorted({r["strategy"] for r in rows}, key=STRATEGIES.index):
         counts = sorted({r["transmitters"] for r in rows if r["strategy"] == strategy})
         for count in counts:
             values = [r["iou"] for r in rows if r["strategy"] == strategy and r["transmitters"] == count]
@@ -146,6 +148,8 @@ def figure(summary: list[dict[str, Any]], all_iou: float, n_all: int):
     ax = fig.subplots()
     for strategy, colour in zip(STRATEGIES, ("#2ca25f", "#636363", "#3182bd"), strict=True):
         pts = [r for r in summary if r["strategy"] == strategy]
+        if not pts:
+            continue
         x = np.array([r["transmitters"] for r in pts])
         y = np.array([r["iou_mean"] for r in pts])
         sd = np.nan_to_num(np.array([r["iou_sd"] for r in pts]))
@@ -162,18 +166,22 @@ def figure(summary: list[dict[str, Any]], all_iou: float, n_all: int):
 def markdown(summary: list[dict[str, Any]], all_iou: float, n_all: int, args: argparse.Namespace) -> str:
     counts = sorted({r["transmitters"] for r in summary if r["transmitters"] > 0})
     table = {(r["strategy"], r["transmitters"]): r for r in summary}
+    strategies = args.strategies
     lines = [
-        f"IoU against transmitters ({args.data_label}; mean ± sample sd over seeds {args.seeds}):",
+        f"IoU against transmitters ({args.data_label}; mean ± sample sd over seeds {args.seeds};",
+        f"planner options {args.plan_options}, floor {args.floor_db}):",
         "",
-        "| transmitters | " + " | ".join(STRATEGIES) + " |",
-        "|---" * (1 + len(STRATEGIES)) + "|",
+        "| transmitters | " + " | ".join(strategies) + " |",
+        "|---" * (1 + len(strategies)) + "|",
     ]
     for c in counts:
-        cells = [f"{table[(s, c)]['iou_mean']:.3f} ± {table[(s, c)]['iou_sd']:.3f}" for s in STRATEGIES]
+        cells = [f"{table[(s, c)]['iou_mean']:.3f} ± {table[(s, c)]['iou_sd']:.3f}" for s in strategies]
         lines.append(f"| {c} | " + " | ".join(cells) + " |")
-    lines.append(f"| all {n_all} | {all_iou:.3f} | | |")
-    reach = [c for c in counts if table[("planner", c)]["iou_mean"] >= all_iou]
-    lines += ["", f"planner reaches the all-{n_all} IoU with: {reach[0] if reach else 'not within ' + str(counts[-1])}"]
+    lines.append(f"| all {n_all} | {all_iou:.3f} |" + " |" * (len(strategies) - 1))
+    if "planner" in strategies:
+        reach = [c for c in counts if table[("planner", c)]["iou_mean"] >= all_iou]
+        found = reach[0] if reach else f"not within {counts[-1]}"
+        lines += ["", f"planner reaches the all-{n_all} IoU with: {found}"]
     return "\n".join(lines) + "\n"
 
 
@@ -191,7 +199,14 @@ def main() -> None:
     parser.add_argument("--add", type=int, default=28)
     parser.add_argument("--step", type=int, default=4)
     parser.add_argument("--out", default="benchmarks/results/active")
+    parser.add_argument("--strategies", default=",".join(STRATEGIES))
+    parser.add_argument("--plan", action="append", default=[], metavar="KEY=VALUE", help="a PlanOptions field")
+    parser.add_argument("--floor-db", type=float, help="planner: nothing is received below this level (dB)")
     args = parser.parse_args()
+    args.strategies = [s for s in STRATEGIES if s in args.strategies.split(",")]
+    fields = {f.name: f.type for f in dataclasses.fields(PlanOptions)}
+    values = {k: (int if fields[k] == "int" else float)(v) for k, v in (item.split("=", 1) for item in args.plan)}
+    args.plan_options = PlanOptions(**values)
     torch.manual_seed(0)
     out = Path(args.out)
     if args.data is None:
