@@ -112,12 +112,16 @@ def run_seed(model: torch.nn.Module, data: dict[str, Any], seed: int, args: argp
                     measured = np.isfinite(frames[i])
                     floor = float(np.min(frames[i][measured])) if measured.any() else NOTHING_RECEIVED_DB
                     floor = max(floor, args.floor_db) if args.floor_db is not None else floor
+                    reference = (
+                        float(np.quantile(frames[i][measured], options.lit_quantile)) if measured.any() else None
+                    )
                     plan = plan_sample(
                         p[i],
                         tx_raw[i][rest],
                         min(args.step, len(rest)),
                         receivers=measured.any(axis=0),
                         floor_db=max(floor, NOTHING_RECEIVED_DB),
+                        reference_db=reference,
                         cell_size_m=attrs["cell_size_m"],
                         frequency_hz=attrs["frequency_hz"],
                         rx_height_m=attrs["rx_height_m"],
@@ -205,7 +209,8 @@ def main() -> None:
     args = parser.parse_args()
     args.strategies = [s for s in STRATEGIES if s in args.strategies.split(",")]
     fields = {f.name: f.type for f in dataclasses.fields(PlanOptions)}
-    values = {k: (int if fields[k] == "int" else float)(v) for k, v in (item.split("=", 1) for item in args.plan)}
+    kinds = {"int": int, "float": float, "str": str}
+    values = {k: kinds[fields[k]](v) for k, v in (item.split("=", 1) for item in args.plan)}
     args.plan_options = PlanOptions(**values)
     torch.manual_seed(0)
     out = Path(args.out)

@@ -11,7 +11,8 @@ import pytest
 from tomoformer.errors import DataError
 from tomoformer.tasks.planning import PlanOptions, draw_building_maps, load_candidates, plan_sample
 
-OPTIONS = PlanOptions(draws=12, n_angles=90)
+OPTIONS = PlanOptions(draws=12, n_angles=90, method="information")
+COVERAGE = PlanOptions(n_angles=90, method="coverage")
 
 
 def _hidden_block() -> tuple[np.ndarray, np.ndarray]:
@@ -45,11 +46,24 @@ def test_the_set_counts_a_repeat_less_than_a_new_view() -> None:
     assert plan.gains[2] < alone
 
 
-def test_a_certain_map_leaves_nothing_to_learn() -> None:
+@pytest.mark.parametrize("options", [OPTIONS, COVERAGE], ids=["information", "coverage"])
+def test_a_certain_map_leaves_nothing_to_learn(options: PlanOptions) -> None:
     p = np.zeros((16, 16))
     p[4:8, 4:8] = 1.0
-    plan = plan_sample(p, np.array([[1, 1, 5.0], [14, 14, 5.0]]), 2, options=OPTIONS)
-    assert max(plan.gains) < 1e-6
+    plan = plan_sample(p, np.array([[1, 1, 5.0], [14, 14, 5.0]]), 2, options=options)
+    assert max(plan.gains) < 1e-3
+
+
+def test_coverage_lights_the_unknown_block_first() -> None:
+    p, _ = _hidden_block()
+    # 0: right beside the unknown block; 1: in the far corner of the known open area; 2: a repeat of 0.
+    candidates = np.array([[16, 9, 5.0], [1, 30, 5.0], [16, 9.2, 5.0]], dtype=np.float32)
+    plan = plan_sample(p, candidates, 3, reference_db=-75.0, options=COVERAGE)
+    assert plan.chosen[0] in (0, 2)
+    assert plan.gains[0] > 3 * plan.gains[-1]
+    # the repeat adds less after its twin than it would alone
+    alone = plan_sample(p, candidates[2:], 1, reference_db=-75.0, options=COVERAGE).gains[0]
+    assert plan.gains[plan.chosen.index(2 if plan.chosen[0] == 0 else 0)] < 0.5 * alone
 
 
 def test_drawn_maps_keep_the_probabilities() -> None:

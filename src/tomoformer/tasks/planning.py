@@ -1,19 +1,25 @@
-"""Where to put the next transmitters: greedy selection of the candidate set that tells the most about the map.
+"""Where to put the next transmitters: greedy selection of the candidate set that cuts the map's uncertainty most.
 
-For one area, the model's calibrated building probabilities ``p [H, W]`` define what is still unknown. The planner
+For one area, the model's calibrated building probabilities ``p [H, W]`` say what is still unknown: the
+uncertainty ``u = H(p)`` in bits per cell. Two objectives, both chosen greedily (add the best candidate, condition
+on it, repeat), so that the set, not each candidate alone, counts:
 
-1. draws ``M`` plausible building maps from ``p`` (spatially correlated: a cell is a building when a smoothed
-   Gaussian field, mapped to a uniform, falls below ``p``; so each cell keeps its probability but neighbouring
-   cells tend to agree, like the cells of one building), with buildings ``building_height_m`` tall;
-2. simulates, with the fast simulator's deterministic multi-wall model (:func:`tomoformer.sim.path_gain_db`), the
-   map each candidate transmitter would give on each plausible city, at the receivers that measure (cells
-   measured in any frame so far), floored where nothing is received (the weakest level measured so far);
-3. scores a set ``S`` of candidates by the information its maps carry about which city is the true one, in the
-   linear-Gaussian approximation over the ``M`` draws with measurement noise ``noise_db``:
-   ``IG(S) = 1/2 log2 det(I_M + Y_S Y_S^T / ((M - 1) noise_db^2))``, ``Y_S`` the centred simulated maps of ``S``;
-4. adds greedily the candidate with the largest gain ``IG(S + c) - IG(S)`` (in bits), so that a candidate that
-   repeats what the set already tells scores low, and a candidate whose rays cross uncertain cells towards
-   receivers scores high. Cells the model is sure of do not vary between draws and add nothing.
+``coverage`` (default; measured best on validation tiles, docs/uncertainty.md)
+    Simulates, with the fast simulator's deterministic multi-wall model (:func:`tomoformer.sim.path_gain_db`), the
+    level each candidate would give on the most likely building map (``p > 0.5``, buildings ``building_height_m``
+    tall). A cell is *lit* by a candidate with weight ``f = sigmoid((level - reference) / lit_width_db)``, the
+    reference being the ``lit_quantile`` of the levels measured so far; a lit cell's signal shows whether it is
+    indoors. The expected uncertainty left after a set ``S`` is ``sum_cells u * prod_{c in S} (1 - f_c)``; each
+    step adds the candidate that removes the most of it (its ``score``, in bits).
+
+``information``
+    Draws ``M`` plausible building maps from ``p`` (spatially correlated: a cell is a building when a smoothed
+    Gaussian field, mapped to a uniform, falls below ``p``), simulates every candidate on every draw at the cells
+    that measure (floored where nothing is received), and scores a set ``S`` by the information its maps carry
+    about which draw is the true city, in the linear-Gaussian approximation with noise ``noise_db``:
+    ``IG(S) = 1/2 log2 det(I_M + Y_S Y_S^T / ((M - 1) noise_db^2))``, ``Y_S`` the centred simulated maps of ``S``.
+
+Cells the model is sure of add nothing under either objective.
 """
 
 from __future__ import annotations
@@ -52,6 +58,9 @@ class PlanOptions:
     indoor_loss_db_per_m: float = 0.2
     n_angles: int = 180  # rays of the propagation model (360 in data generation; 180 is twice as fast)
     seed: int = 0
+    method: str = "coverage"  # "coverage" (lit uncertain cells) or "information" (drawn building maps)
+    lit_quantile: float = 0.75  # coverage: a cell is lit above this quantile of the levels measured so far
+    lit_width_db: float = 5.0  # coverage: width of the lit/unlit transition
 
 
 @dataclass
@@ -141,12 +150,42 @@ def greedy_plan(maps: torch.Tensor, k: int, noise_db: float) -> SamplePlan:
     return SamplePlan(chosen, gains)
 
 
+def lit_cells(
+    probabilities: np.ndarray, candidates: np.ndarray, reference_db: float, config: SimConfig, options: PlanOptions
+) -> torch.Tensor:
+    """How well each candidate lights each cell, ``[K0, H, W]`` in [0, 1]: the level it would give on the most
+    likely building map, through a logistic step of width ``lit_width_db`` at ``reference_db``."""
+    heights = torch.from_numpy((np.nan_to_num(probabilities, nan=0.0) > 0.5).astype(np.float32))
+    heights = heights[None] * options.building_height_m
+    gain = path_gain_db(heights, torch.from_numpy(candidates.astype(np.float32))[None], config)[0]
+    return torch.sigmoid((gain.double() - reference_db) / options.lit_width_db)
+
+
+def greedy_coverage(lit: torch.Tensor, uncertainty: np.ndarray, k: int) -> SamplePlan:
+    """Greedy maximum coverage of uncertainty: each step takes the candidate that removes the most remaining
+    uncertainty (bits), where a cell lit with weight ``f`` keeps ``1 - f`` of its uncertainty."""
+    remaining = torch.from_numpy(np.nan_to_num(uncertainty, nan=1.0).astype(np.float64))
+    available = torch.ones(lit.shape[0], dtype=torch.bool)
+    chosen: list[int] = []
+    gains: list[float] = []
+    for _ in range(min(k, lit.shape[0])):
+        value = (lit * remaining).flatten(1).sum(1)
+        value = torch.where(available, value, torch.tensor(-math.inf, dtype=value.dtype))
+        best = int(torch.argmax(value))
+        chosen.append(best)
+        gains.append(max(float(value[best]), 0.0))
+        available[best] = False
+        remaining = remaining * (1 - lit[best])
+    return SamplePlan(chosen, gains)
+
+
 def plan_sample(
     probabilities: np.ndarray,
     candidates: np.ndarray,
     k: int,
     receivers: np.ndarray | None = None,
     floor_db: float = NOTHING_RECEIVED_DB,
+    reference_db: float | None = None,
     cell_size_m: float = 2.0,
     frequency_hz: float = 3.5e9,
     rx_height_m: float = 1.5,
@@ -160,6 +199,7 @@ def plan_sample(
         k: how many to choose (at most K0).
         receivers: ``[H, W]`` bool, the cells that will measure (default: every cell).
         floor_db: levels below this are not received (clipped to it, so they tell nothing).
+        reference_db: ``coverage``: the level above which a cell counts as lit (default: ``floor_db + 60``).
         cell_size_m, frequency_hz, rx_height_m: the data's conditions.
         options: planner knobs.
     """
@@ -169,6 +209,12 @@ def plan_sample(
     if not receivers.any():
         receivers = np.ones(p.shape, dtype=bool)
     config = planning_config(max(p.shape), cell_size_m, frequency_hz, rx_height_m, options)
+    if options.method == "coverage":
+        from tomoformer.tasks.uncertainty import binary_entropy
+
+        reference = floor_db + 60.0 if reference_db is None else reference_db
+        lit = lit_cells(p, np.asarray(candidates, dtype=np.float32), reference, config, options)
+        return greedy_coverage(lit, binary_entropy(p), k)
     maps = candidate_maps(p, np.asarray(candidates, dtype=np.float32), receivers, floor_db, config, options)
     return greedy_plan(maps, k, options.noise_db)
 
@@ -252,6 +298,7 @@ def plan_dataset(
         signals = dataset.raw(i)["signals"].astype(np.float32)
         measured = np.isfinite(signals)
         floor = float(np.min(signals[measured])) if measured.any() else NOTHING_RECEIVED_DB
+        reference = float(np.quantile(signals[measured], options.lit_quantile)) if measured.any() else None
         plans.append(
             plan_sample(
                 probabilities[i],
@@ -259,6 +306,7 @@ def plan_dataset(
                 k,
                 receivers=measured.any(axis=0),
                 floor_db=max(floor, NOTHING_RECEIVED_DB),
+                reference_db=reference,
                 cell_size_m=source.cell_size_m,
                 frequency_hz=frequency,
                 rx_height_m=rx_height,
