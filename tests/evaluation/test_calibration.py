@@ -100,3 +100,22 @@ def test_reliability_figure_draws_one_panel_per_model() -> None:
     rel = calibration_metrics(np.array([[[0.2, 0.8]]]), np.array([[[0, 1]]]))["reliability"]
     fig = reliability_figure({"a": rel, "b": rel})
     assert len(fig.axes) == 2
+
+
+def test_exports_apply_the_temperature(tmp_path: Path) -> None:
+    from tomoformer.export import example_inputs, export_model, load_program_metadata
+
+    torch.manual_seed(0)
+    kwargs = {"base_channels": 4, "depth": 1}
+    model = create_model("unet", **kwargs).eval()
+    hparams = {"model": "unet", "model_kwargs": kwargs, "data_attrs": {"cell_size_m": 2.0, "rx_height_m": 1.5}}
+    plain = save_checkpoint(tmp_path / "u.ckpt", model, hparams)
+    calibrated = write_with_hparams(plain, tmp_path / "c.ckpt", {**hparams, "calibration": {"temperature": 2.0}})
+    program = torch.export.load(export_model(calibrated, "torchscript", tmp_path / "c.pt2", height=16, width=16))
+    signals, tx_pos = example_inputs(2, 3, (16, 16), seed=1)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            program.module()(signals, tx_pos), model(signals, tx_pos) / 2.0, atol=1e-5, rtol=1e-4
+        )
+    assert load_program_metadata(tmp_path / "c.pt2")["temperature"] == 2.0
+    assert load_checkpoint(export_model(calibrated, "safetensors", tmp_path / "c.safetensors")).temperature == 2.0
