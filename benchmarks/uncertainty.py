@@ -26,7 +26,7 @@ from tomoformer.cli import main as tomoformer
 from tomoformer.data.datamodule import SignalMapDataset
 from tomoformer.data.format import open_dataset
 from tomoformer.evaluation.calibration import calibration_metrics, fit_temperature, with_temperature
-from tomoformer.evaluation.figures import save_figure
+from tomoformer.evaluation.figures import risk_coverage_figure, save_figure
 from tomoformer.evaluation.metrics import evaluate_predictions
 from tomoformer.io import write_text_atomic
 from tomoformer.pretrained import card
@@ -47,25 +47,6 @@ def simulate(path: Path, n: int, size: int, frames: int, seed: int) -> Path:
     if tomoformer([*argv, "--seed", str(seed), "--resume", "--no-progress"]) != 0:
         raise SystemExit(f"uncertainty: could not simulate {path}")
     return path
-
-
-def figure(curves: dict[str, list[dict]]):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(8, 3.4), layout="constrained")
-    FigureCanvasAgg(fig)
-    ax_iou, ax_acc = fig.subplots(1, 2)
-    for name, rows in curves.items():
-        x = [100 * r["coverage"] for r in rows]
-        ax_iou.plot(x, [r["iou"] for r in rows], marker="o", markersize=3, label=name)
-        ax_acc.plot(x, [r["accuracy"] for r in rows], marker="o", markersize=3, label=name)
-    for ax, label in ((ax_iou, "IoU"), (ax_acc, "accuracy")):
-        ax.set_xlabel("most certain cells kept (%)")
-        ax.set_ylabel(label)
-        ax.grid(alpha=0.3)
-    ax_acc.legend(fontsize=7)
-    return fig
 
 
 def main() -> None:
@@ -123,7 +104,7 @@ def main() -> None:
     write_csv(out / "calibration.csv", calibration)
     write_csv(out / "uncertainty.csv", rows)
     write_csv(out / "risk_coverage.csv", [{"method": m, **r} for m, c in curves.items() for r in c])
-    save_figure(figure(curves), out / "risk_coverage.png")
+    save_figure(risk_coverage_figure(curves), out / "risk_coverage.png")
     lines = [
         f"validation {val_path}, test {test_path}",
         "",

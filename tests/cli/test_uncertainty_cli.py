@@ -63,3 +63,16 @@ def test_uncertainty_with_onnx_is_refused(toy_dataset: Path, tmp_path: Path, cap
     args = ["predict", "--onnx", str(onnx), "--data", str(toy_dataset), "--out", str(tmp_path / "p.zarr")]
     assert main([*args, "--uncertainty"]) == 2
     assert "--uncertainty" in capsys.readouterr().err
+
+
+def test_evaluate_scores_the_uncertainty(checkpoint: Path, toy_dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "eval"
+    args = ["evaluate", "--checkpoint", str(checkpoint), "--data", str(toy_dataset), "--out", str(out)]
+    assert main([*args, "--figures", "0", "--uncertainty"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert 0.0 <= metrics["uncertainty_auroc"] <= 1.0
+    curve = metrics["risk_coverage"]
+    assert [row["coverage"] for row in curve] == pytest.approx([0.1 * i for i in range(1, 11)])
+    assert curve[-1]["iou"] == pytest.approx(metrics["iou"], abs=1e-6)
+    assert curve[-1]["n_cells"] == 16 * 16 * 16
+    assert "risk-coverage" in (out / "report.html").read_text()

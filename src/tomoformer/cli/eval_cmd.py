@@ -27,6 +27,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=positive_int, default=8)
     p.add_argument("--device", type=device_name, default="auto")
     p.add_argument("--figures", type=non_negative_int, default=4, help="samples shown in the report")
+    p.add_argument(
+        "--uncertainty",
+        action="store_true",
+        help="also score the per-cell uncertainty: AUROC for the wrong cells and the risk-coverage curve",
+    )
     add_overwrite_flag(p)
     p.set_defaults(handler=run_evaluate)
 
@@ -79,6 +84,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             device=args.device,
             n_figures=args.figures,
+            uncertainty=args.uncertainty,
         )
     print_table(results)
     print(f"wrote {Path(args.out) / 'metrics.json'} and {Path(args.out) / 'report.html'}")

@@ -153,6 +153,27 @@ def reliability_figure(reliability: Mapping[str, Mapping[str, list]]) -> Figure:
     return fig
 
 
+def risk_coverage_figure(curves: Mapping[str, list[Mapping[str, float]]]) -> Figure:
+    """IoU (left) and accuracy (right) of each model's map on its most certain x % of cells.
+
+    curves: model name -> rows with ``coverage`` (0..1), ``iou`` and ``accuracy`` (as from
+    :func:`tomoformer.tasks.uncertainty.risk_coverage`).
+    """
+    fig = _new_figure(1, 2)
+    fig.set_size_inches(8, 3.4)
+    ax_iou, ax_acc = fig.subplots(1, 2)
+    for name, rows in curves.items():
+        x = [100 * float(r["coverage"]) for r in rows]
+        ax_iou.plot(x, [float(r["iou"]) for r in rows], marker="o", markersize=3, label=name)
+        ax_acc.plot(x, [float(r["accuracy"]) for r in rows], marker="o", markersize=3, label=name)
+    for ax, label in ((ax_iou, "IoU"), (ax_acc, "accuracy")):
+        ax.set_xlabel("most certain cells kept (%)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    ax_acc.legend(fontsize=7)
+    return fig
+
+
 def plan_figure(uncertainty: ArrayLike, chosen: ArrayLike, others: ArrayLike | None = None, title: str = "") -> Figure:
     """The uncertainty map (bits) with the planned transmitters numbered by rank (1 = first) and the candidates
     not chosen as grey dots. chosen ``[K, 3]`` and others ``[K', 3]``: row, col in cells, height."""
@@ -392,6 +413,7 @@ __all__ = [
     "figure_png",
     "plan_figure",
     "reliability_figure",
+    "risk_coverage_figure",
     "sample_figure",
     "save_figure",
     "show_uncertainty",

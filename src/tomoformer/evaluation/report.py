@@ -75,7 +75,9 @@ def _is_number(x: Any) -> bool:
 def _metrics_table(rows: Mapping[str, Mapping[str, Any]], first_header: str = "model") -> str:
     """One row per entry of ``rows``, columns = the scores present plus n_samples; best per column marked
     (only when there is something to compare)."""
-    columns = [c for c in (*METRIC_NAMES, *CALIBRATION_NAMES) if any(c in r for r in rows.values())]
+    columns = [
+        c for c in (*METRIC_NAMES, *CALIBRATION_NAMES, "uncertainty_auroc") if any(c in r for r in rows.values())
+    ]
     best = {c: _best(rows, c) for c in columns} if len(rows) > 1 else {}
     head = "".join(f"<th>{html.escape(c)}</th>" for c in [first_header, *columns, "n_samples"])
     body = []

@@ -26,11 +26,14 @@ def evaluate_models(
     n_figures: int = 4,
     title: str | None = None,
     notes: str | None = None,
+    uncertainty: bool = False,
 ) -> dict[str, dict[str, Any]]:
     """Metrics of every model on ``data`` (overall and per group); writes ``out/metrics.json``, ``out/report.html``.
 
     Besides the pixel scores, every model gets its calibration scores ``ece`` (15 bins), ``brier`` and ``nll``
-    and the ``reliability`` bins drawn as one reliability diagram per model in the report.
+    and the ``reliability`` bins drawn as one reliability diagram per model in the report. With ``uncertainty``,
+    also the per-cell uncertainty of :mod:`tomoformer.tasks.uncertainty`: ``uncertainty_auroc`` (how well it ranks
+    the wrong cells first) and ``risk_coverage`` (IoU and accuracy on the most certain x % of cells), drawn too.
     ``metrics.json`` holds the metrics directly when one model is evaluated, else one entry per model.
     """
     from tomoformer.evaluation.calibration import calibration_metrics
@@ -54,6 +57,10 @@ def evaluate_models(
             )
             results[name] = evaluate_predictions(probabilities[name], truth, groups=groups, group_names=group_names)
             results[name].update(calibration_metrics(probabilities[name], truth))
+            if uncertainty:
+                results[name].update(
+                    _uncertainty_scores(model, dataset, probabilities[name], truth, batch_size, device)
+                )
         picks = np.linspace(0, len(dataset) - 1, num=min(n_figures, len(dataset))).round().astype(int)
         figures = [
             (
@@ -61,6 +68,11 @@ def evaluate_models(
                 reliability_figure({name: r["reliability"] for name, r in results.items()}),
             )
         ]
+        if uncertainty:
+            from tomoformer.evaluation.figures import risk_coverage_figure
+
+            curves = {name: r["risk_coverage"] for name, r in results.items()}
+            figures.append(("risk-coverage: scores on the most certain x % of cells", risk_coverage_figure(curves)))
         for i in sorted(set(picks.tolist())):
             raw = dataset.raw(i)
             figures.append(
@@ -79,6 +91,28 @@ def evaluate_models(
     return results
 
 
+def _uncertainty_scores(
+    model: nn.Module,
+    dataset: SignalMapDataset,
+    probabilities: np.ndarray,
+    truth: np.ndarray,
+    batch_size: int,
+    device: str | None,
+) -> dict[str, Any]:
+    from tomoformer.tasks.uncertainty import (
+        DEFAULT_FRAME_FRACTION,
+        predict_with_uncertainty,
+        risk_coverage,
+        uncertainty_auroc,
+    )
+
+    _, u = predict_with_uncertainty(model, dataset, batch_size, device, frame_fraction=DEFAULT_FRAME_FRACTION)
+    return {
+        "uncertainty_auroc": uncertainty_auroc(probabilities, truth, u),
+        "risk_coverage": risk_coverage(probabilities, truth, u),
+    }
+
+
 def evaluate_checkpoints(
     checkpoints: list[str],
     names: list[str],
@@ -88,10 +122,13 @@ def evaluate_checkpoints(
     batch_size: int = 8,
     device: str | None = None,
     n_figures: int = 4,
+    uncertainty: bool = False,
 ) -> dict[str, dict[str, Any]]:
     """``tomoformer evaluate``: the models of :func:`load_models` through :func:`evaluate_models`."""
     models = load_models(checkpoints, names, fit_data)
-    return evaluate_models(models, data, out, batch_size=batch_size, device=device, n_figures=n_figures)
+    return evaluate_models(
+        models, data, out, batch_size=batch_size, device=device, n_figures=n_figures, uncertainty=uncertainty
+    )
 
 
 def load_models(checkpoints: list[str], names: list[str], fit_data: str | None) -> dict[str, nn.Module]:
@@ -148,10 +185,10 @@ def print_table(results: dict[str, dict[str, Any]]) -> None:
     from rich.table import Table
 
     table = Table(title="building map metrics (held-out data)")
-    columns = ("iou", "f1", "precision", "recall", "accuracy", "ece", "brier", "nll")
+    columns = ("iou", "f1", "precision", "recall", "accuracy", "ece", "brier", "nll", "uncertainty_auroc")
     table.add_column("model")
     for column in columns:
-        table.add_column(column, justify="right")
+        table.add_column("unc. auroc" if column == "uncertainty_auroc" else column, justify="right")
     for name, metrics in sorted(results.items(), key=lambda kv: -kv[1]["iou"]):
         table.add_row(name, *(f"{metrics[c]:.3f}" if c in metrics else "-" for c in columns))
     Console().print(table)
