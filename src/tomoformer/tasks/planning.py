@@ -5,10 +5,11 @@ uncertainty ``u = H(p)`` in bits per cell. Two objectives, both chosen greedily 
 on it, repeat), so that the set, not each candidate alone, counts:
 
 ``coverage`` (default; measured best on validation tiles, docs/uncertainty.md)
-    Simulates, with the fast simulator's deterministic multi-wall model (:func:`tomoformer.sim.path_gain_db`), the
-    level each candidate would give on the most likely building map (``p > 0.5``, buildings ``building_height_m``
-    tall). A cell is *lit* by a candidate with weight ``f = sigmoid((level - reference) / lit_width_db)``, the
-    reference being the ``lit_quantile`` of the levels measured so far; a lit cell's signal shows whether it is
+    Runs the fast simulator's deterministic multi-wall model (:func:`tomoformer.sim.path_gain_and_loss_db`) from
+    each candidate over the most likely building map (``p > 0.5``, buildings ``building_height_m`` tall). A cell
+    is *lit* by a candidate with weight ``f = exp(-building loss / wall_loss_db)`` (1 in line of sight, 0.37 behind
+    one wall; ``lit="los"``), or, with ``lit="level"``, ``f = sigmoid((level - reference) / lit_width_db)`` with the
+    reference the ``lit_quantile`` of the levels measured so far. A lit cell's own signal shows whether it is
     indoors. The expected uncertainty left after a set ``S`` is ``sum_cells u * prod_{c in S} (1 - f_c)``; each
     step adds the candidate that removes the most of it (its ``score``, in bits).
 
@@ -41,7 +42,7 @@ from tomoformer.data.schema import DEFAULT_ATTRS, short_error
 from tomoformer.errors import DataError
 from tomoformer.io import atomic_path
 from tomoformer.sim import SimConfig
-from tomoformer.sim.propagation import path_gain_db
+from tomoformer.sim.propagation import path_gain_and_loss_db, path_gain_db
 
 NOTHING_RECEIVED_DB = -250.0
 
@@ -61,6 +62,7 @@ class PlanOptions:
     method: str = "coverage"  # "coverage" (lit uncertain cells) or "information" (drawn building maps)
     lit_quantile: float = 0.75  # coverage: a cell is lit above this quantile of the levels measured so far
     lit_width_db: float = 5.0  # coverage: width of the lit/unlit transition
+    lit: str = "los"  # coverage: "level" (received level above the reference) or "los" (few walls on the way)
 
 
 @dataclass
@@ -157,7 +159,11 @@ def lit_cells(
     likely building map, through a logistic step of width ``lit_width_db`` at ``reference_db``."""
     heights = torch.from_numpy((np.nan_to_num(probabilities, nan=0.0) > 0.5).astype(np.float32))
     heights = heights[None] * options.building_height_m
-    gain = path_gain_db(heights, torch.from_numpy(candidates.astype(np.float32))[None], config)[0]
+    tx = torch.from_numpy(candidates.astype(np.float32))[None]
+    if options.lit == "los":
+        _, loss = path_gain_and_loss_db(heights, tx, config, with_loss=True)
+        return torch.exp(-loss[0].double() / options.wall_loss_db)
+    gain = path_gain_db(heights, tx, config)[0]
     return torch.sigmoid((gain.double() - reference_db) / options.lit_width_db)
 
 
