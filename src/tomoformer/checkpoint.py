@@ -43,6 +43,27 @@ class LoadedModel:
     def data_attrs(self) -> dict[str, Any]:
         return dict(self.hparams.get("data_attrs") or {})
 
+    @property
+    def temperature(self) -> float:
+        """The fitted temperature of the checkpoint's logits (``hyper_parameters.calibration.temperature``);
+        1.0 for checkpoints that were never calibrated."""
+        return temperature_of(self.hparams)
+
+    def calibrated(self) -> nn.Module:
+        """The model with its temperature applied to its logits (the model itself when ``T = 1``)."""
+        from tomoformer.evaluation.calibration import with_temperature
+
+        return with_temperature(self.model, self.temperature)
+
+
+def temperature_of(hparams: dict[str, Any]) -> float:
+    """``hparams["calibration"]["temperature"]`` when present (a positive finite number), else 1.0."""
+    calibration = hparams.get("calibration")
+    value = calibration.get("temperature") if isinstance(calibration, dict) else None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not (0 < value < float("inf")):
+        return 1.0
+    return float(value)
+
 
 def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The raw checkpoint dict (``state_dict`` and ``hyper_parameters``), read without unpickling code."""
@@ -90,7 +111,7 @@ def check_hparams(path: str | os.PathLike[str], hparams: dict[str, Any]) -> None
     ``data_attrs`` mappings, all of it small plain JSON, option names identifiers and numbers bounded."""
     if not isinstance(hparams.get("model"), str) or not hparams["model"]:
         raise CheckpointError(f"{path}: hyper_parameters.model is {hparams.get('model')!r}, not a model name")
-    for key in ("model_kwargs", "data_attrs"):
+    for key in ("model_kwargs", "data_attrs", "calibration"):
         if hparams.get(key) is not None and not isinstance(hparams[key], dict):
             raise CheckpointError(f"{path}: hyper_parameters.{key} is a {type(hparams[key]).__name__}, not a mapping")
     try:
@@ -179,6 +200,26 @@ def save_checkpoint(
             save_file(state, str(tmp), metadata={"tomoformer": json.dumps(hparams)})
         else:
             torch.save({"state_dict": state, "hyper_parameters": hparams}, tmp)
+    return path
+
+
+def write_with_hparams(source: str | os.PathLike[str], path: str | os.PathLike[str], hparams: dict[str, Any]) -> Path:
+    """Copy checkpoint ``source`` to ``path`` (atomically) with its ``hyper_parameters`` replaced by ``hparams``.
+
+    The weights are copied as stored (a float16 safetensors file stays float16); a ``.ckpt`` keeps everything
+    else it holds. ``path`` ends in ``.safetensors`` or not, whatever ``source`` is.
+    """
+    checkpoint = read_checkpoint(source)
+    check_hparams(path, hparams)
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import save_file
+
+            state = {k: v.contiguous() for k, v in checkpoint["state_dict"].items()}
+            save_file(state, str(tmp), metadata={"tomoformer": json.dumps(hparams)})
+        else:
+            torch.save({**checkpoint, "hyper_parameters": hparams}, tmp)
     return path
 
 

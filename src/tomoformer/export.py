@@ -93,8 +93,8 @@ def export_model(
     size = _map_size(loaded, height, width)
     metadata = export_metadata(loaded, size)
     if fmt == "onnx":
-        return export_onnx(loaded.model, out, size, metadata, opset=opset, optimize=optimize)
-    return export_program(loaded.model, out, size, metadata)
+        return export_onnx(loaded.calibrated(), out, size, metadata, opset=opset, optimize=optimize)
+    return export_program(loaded.calibrated(), out, size, metadata)
 
 
 def export_metadata(loaded: LoadedModel, size: tuple[int, int]) -> dict[str, str]:
@@ -107,6 +107,7 @@ def export_metadata(loaded: LoadedModel, size: tuple[int, int]) -> dict[str, str
         "data_attrs": attrs,
         "height": size[0],
         "width": size[1],
+        "temperature": loaded.temperature,  # already applied: the graph's logits are divided by it
     }
     return {
         METADATA_KEY: json.dumps(record, default=str),

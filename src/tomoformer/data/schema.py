@@ -24,7 +24,7 @@ from tomoformer.errors import DataError
 
 ARRAY_KEYS = ("signals", "buildings", "tx_pos", "group", "heights")
 # Arrays that `tomoformer predict` writes; stores may hold them beside (or instead of) the dataset arrays.
-PREDICTION_KEYS = ("probabilities",)
+PREDICTION_KEYS = ("probabilities", "uncertainty")
 SIGNAL_UNITS = ("path_gain_db", "dbm", "db")
 DEFAULT_ATTRS: dict[str, Any] = {
     "cell_size_m": 2.0,

@@ -116,6 +116,89 @@ def _show_probability(ax: Axes, prob: np.ndarray, title: str = "probability") ->
     _clean_axes(ax)
 
 
+def show_uncertainty(ax: Axes, uncertainty: np.ndarray, title: str = "uncertainty (bits)") -> None:
+    """Draw an uncertainty map ``[H, W]`` in bits on a fixed 0..1 scale (bright = unsure)."""
+    ax.imshow(uncertainty, cmap="inferno", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_title(title, fontsize=9)
+    _clean_axes(ax)
+
+
+def reliability_figure(reliability: Mapping[str, Mapping[str, list]]) -> Figure:
+    """Reliability diagrams, one panel per model: the fraction of buildings against the mean predicted
+    probability per bin (dots sized by the bin's share of cells), the diagonal = perfect calibration.
+
+    reliability: model name -> ``{"count", "confidence", "frequency"}`` per bin (as in the ``reliability`` entry
+    of :func:`tomoformer.evaluation.calibration.calibration_metrics`).
+    """
+    n = max(1, len(reliability))
+    fig = _new_figure(1, n)
+    fig.set_size_inches(3.2 * n, 3.4)
+    axes = fig.subplots(1, n, squeeze=False)[0]
+    for ax, (name, rel) in zip(axes, reliability.items(), strict=False):
+        count = np.asarray(rel["count"], dtype=np.float64)
+        conf = np.asarray(rel["confidence"], dtype=np.float64)
+        freq = np.asarray(rel["frequency"], dtype=np.float64)
+        ok = count > 0
+        share = count / max(count.sum(), 1)
+        ax.plot([0, 1], [0, 1], color="#999999", linestyle="--", linewidth=1)
+        ax.plot(conf[ok], freq[ok], color="#3182bd", linewidth=1)
+        ax.scatter(conf[ok], freq[ok], s=10 + 400 * share[ok], color="#3182bd", edgecolor="black", zorder=3)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_aspect("equal")
+        ax.set_xlabel("mean predicted probability", fontsize=8)
+        ax.set_ylabel("fraction of buildings", fontsize=8)
+        ax.set_title(name, fontsize=9)
+        ax.grid(alpha=0.3)
+    return fig
+
+
+def risk_coverage_figure(curves: Mapping[str, list[Mapping[str, float]]]) -> Figure:
+    """IoU (left) and accuracy (right) of each model's map on its most certain x % of cells.
+
+    curves: model name -> rows with ``coverage`` (0..1), ``iou`` and ``accuracy`` (as from
+    :func:`tomoformer.tasks.uncertainty.risk_coverage`).
+    """
+    fig = _new_figure(1, 2)
+    fig.set_size_inches(8, 3.4)
+    ax_iou, ax_acc = fig.subplots(1, 2)
+    for name, rows in curves.items():
+        x = [100 * float(r["coverage"]) for r in rows]
+        ax_iou.plot(x, [float(r["iou"]) for r in rows], marker="o", markersize=3, label=name)
+        ax_acc.plot(x, [float(r["accuracy"]) for r in rows], marker="o", markersize=3, label=name)
+    for ax, label in ((ax_iou, "IoU"), (ax_acc, "accuracy")):
+        ax.set_xlabel("most certain cells kept (%)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    ax_acc.legend(fontsize=7)
+    return fig
+
+
+def plan_figure(uncertainty: ArrayLike, chosen: ArrayLike, others: ArrayLike | None = None, title: str = "") -> Figure:
+    """The uncertainty map (bits) with the planned transmitters numbered by rank (1 = first) and the candidates
+    not chosen as grey dots. chosen ``[K, 3]`` and others ``[K', 3]``: row, col in cells, height."""
+    u = to_numpy(uncertainty).astype(np.float32)
+    picks = to_numpy(chosen).reshape(-1, 3)
+    fig = _new_figure(1, 1)
+    fig.set_size_inches(4.2, 4.4)
+    ax = fig.subplots()
+    image = ax.imshow(u, cmap="inferno", vmin=0, vmax=1, interpolation="nearest")
+    fig.colorbar(image, ax=ax, shrink=0.8, label="uncertainty (bits)")
+    if others is not None and len(others):
+        rest = to_numpy(others).reshape(-1, 3)
+        ax.scatter(rest[:, 1], rest[:, 0], s=8, color="#bbbbbb", edgecolor="none", label="candidate")
+    ax.scatter(picks[:, 1], picks[:, 0], s=90, marker="o", color="#2ca25f", edgecolor="white", label="planned")
+    for rank, (row, col) in enumerate(picks[:, :2], start=1):
+        ax.annotate(str(rank), (col, row), color="white", fontsize=6, ha="center", va="center", weight="bold")
+    H, W = u.shape
+    ax.set_xlim(-0.5, W - 0.5)
+    ax.set_ylim(H - 0.5, -0.5)
+    ax.legend(loc="lower right", fontsize=6, framealpha=0.8)
+    ax.set_title(title or "uncertainty and planned transmitters", fontsize=9)
+    _clean_axes(ax)
+    return fig
+
+
 def _optional(x: ArrayLike | None) -> np.ndarray | None:
     return None if x is None else to_numpy(x)
 
@@ -126,19 +209,21 @@ def sample_figure(
     buildings: ArrayLike | None = None,
     probabilities: ArrayLike | None = None,
     title: str = "",
+    uncertainty: ArrayLike | None = None,
 ) -> Figure:
-    """One row: up to 4 input frames, then probability, prediction (p > 0.5), truth and error map.
+    """One row: up to 4 input frames, then probability, prediction (p > 0.5), uncertainty, truth and error map.
 
     Args:
         signals: ``[T, H, W]`` dB, NaN = missing (drawn pink); tx_pos: ``[T, 3]`` row, col in cells, or None.
         buildings: ``[H, W]`` 0/1 truth or None; probabilities: ``[H, W]`` in [0, 1] or None.
+        uncertainty: ``[H, W]`` in bits (0 = sure, 1 = coin toss) or None.
     Pieces that are None are skipped; the error map needs both probabilities and buildings.
     """
     sig, tx = _optional(signals), _optional(tx_pos)
-    truth, prob = _optional(buildings), _optional(probabilities)
+    truth, prob, unsure = _optional(buildings), _optional(probabilities), _optional(uncertainty)
     frames = _frame_indices(sig.shape[0]) if sig is not None and sig.shape[0] > 0 else []
     has_error = prob is not None and truth is not None
-    n_panels = len(frames) + 2 * (prob is not None) + (truth is not None) + has_error
+    n_panels = len(frames) + 2 * (prob is not None) + (unsure is not None) + (truth is not None) + has_error
     if n_panels == 0:
         raise ValueError("sample_figure needs at least one of signals, buildings, probabilities")
     fig = _new_figure(1, n_panels)
@@ -155,6 +240,8 @@ def sample_figure(
     if prob is not None:
         _show_probability(next(axes), prob)
         _show_binary(next(axes), pred, "prediction")
+    if unsure is not None:
+        show_uncertainty(next(axes), unsure)
     if truth is not None:
         truth_b = truth > 0.5
         _show_binary(next(axes), truth_b, "buildings" if prob is None else "truth")
@@ -324,6 +411,10 @@ __all__ = [
     "curves_figure",
     "error_codes",
     "figure_png",
+    "plan_figure",
+    "reliability_figure",
+    "risk_coverage_figure",
     "sample_figure",
     "save_figure",
+    "show_uncertainty",
 ]

@@ -16,6 +16,7 @@ import torch
 from matplotlib.figure import Figure
 
 from tomoformer import __version__
+from tomoformer.evaluation.calibration import CALIBRATION_NAMES
 from tomoformer.evaluation.figures import figure_png
 from tomoformer.evaluation.metrics import METRIC_NAMES
 from tomoformer.io import atomic_path
@@ -49,9 +50,19 @@ def _fmt(value: Any) -> str:
 
 
 def _best(rows: Mapping[str, Mapping[str, Any]], column: str) -> float | None:
-    """Highest finite value of ``column`` over rows (every score here is better when higher)."""
+    """Best finite value of ``column`` over rows: the lowest for calibration errors, else the highest."""
     values = [float(r[column]) for r in rows.values() if _is_number(r.get(column))]
-    return max(values) if values else None
+    if not values:
+        return None
+    return min(values) if column in CALIBRATION_NAMES else max(values)
+
+
+def _is_best(column: str, value: Any, best: float | None) -> bool:
+    if best is None or not _is_number(value):
+        return False
+    if column in CALIBRATION_NAMES:
+        return float(value) <= best + 1e-12
+    return float(value) >= best - 1e-12
 
 
 def _is_number(x: Any) -> bool:
@@ -64,7 +75,9 @@ def _is_number(x: Any) -> bool:
 def _metrics_table(rows: Mapping[str, Mapping[str, Any]], first_header: str = "model") -> str:
     """One row per entry of ``rows``, columns = the scores present plus n_samples; best per column marked
     (only when there is something to compare)."""
-    columns = [c for c in METRIC_NAMES if any(c in r for r in rows.values())]
+    columns = [
+        c for c in (*METRIC_NAMES, *CALIBRATION_NAMES, "uncertainty_auroc") if any(c in r for r in rows.values())
+    ]
     best = {c: _best(rows, c) for c in columns} if len(rows) > 1 else {}
     head = "".join(f"<th>{html.escape(c)}</th>" for c in [first_header, *columns, "n_samples"])
     body = []
@@ -72,7 +85,7 @@ def _metrics_table(rows: Mapping[str, Mapping[str, Any]], first_header: str = "m
         cells = [f"<td>{html.escape(str(name))}</td>"]
         for c in columns:
             v = r.get(c)
-            is_best = best.get(c) is not None and _is_number(v) and float(v) >= best[c] - 1e-12
+            is_best = _is_best(c, v, best.get(c))
             cells.append(f'<td class="best">{_fmt(v)}</td>' if is_best else f"<td>{_fmt(v)}</td>")
         cells.append(f"<td>{_fmt(r.get('n_samples'))}</td>")
         body.append(f"<tr>{''.join(cells)}</tr>")
@@ -140,6 +153,11 @@ def write_report(
             thresholds = {_fmt(m.get("threshold")) for m in metrics.values() if "threshold" in m}
             if len(thresholds) == 1:
                 f.write(f"<p>Pixel scores of the building class at threshold {thresholds.pop()}.</p>\n")
+            if any("ece" in m for m in metrics.values()):
+                f.write(
+                    "<p>Calibration (lower is better): ece = expected calibration error over 15 probability bins, "
+                    "brier = mean squared error of the probability, nll = mean cross-entropy in nats.</p>\n"
+                )
             f.write(_group_sections(metrics))
         if figures:
             f.write("<h2>Figures</h2>\n")

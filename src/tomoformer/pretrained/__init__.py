@@ -123,7 +123,11 @@ def package_checkpoint(
 
     raw = read_checkpoint(checkpoint)
     loaded = load_checkpoint(checkpoint)
-    hparams = {k: v for k, v in raw["hyper_parameters"].items() if k in ("model", "model_kwargs", "data_attrs", "task")}
+    hparams = {
+        k: v
+        for k, v in raw["hyper_parameters"].items()
+        if k in ("model", "model_kwargs", "data_attrs", "task", "calibration")
+    }
     half = loaded.model.to(torch.float16)
     folder.mkdir(parents=True, exist_ok=True)
     path = save_checkpoint(folder / f"{model.name}.safetensors", half, hparams)

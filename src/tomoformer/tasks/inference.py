@@ -12,7 +12,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from tomoformer.data.datamodule import SignalMapDataset, collate
-from tomoformer.errors import NumericsError
+from tomoformer.errors import ConfigError, NumericsError
 
 
 def resolve_device(device: str | None = None) -> torch.device:
@@ -29,8 +29,10 @@ def predict_probabilities(
     batch_size: int = 8,
     device: str | torch.device | None = None,
     progress: bool = False,
+    logits: bool = False,
 ) -> np.ndarray:
-    """Building probabilities ``[N, H, W]`` float32 for every sample of ``dataset`` (in its order)."""
+    """Building probabilities ``[N, H, W]`` float32 for every sample of ``dataset`` (in its order); with
+    ``logits`` the model's logits instead (what a temperature is fitted on)."""
     device = resolve_device(device) if not isinstance(device, torch.device) else device
     model = model.to(device).eval()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate)
@@ -38,6 +40,7 @@ def predict_probabilities(
     out = np.empty((len(dataset), h, w), dtype=np.float32)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
     position = 0
+    logits_out = logits
     batches = _progress(loader, "predict") if progress else loader
     for batch in batches:
         signals = batch["signals"].to(device, non_blocking=True)
@@ -46,7 +49,7 @@ def predict_probabilities(
             logits = model(signals, tx_pos)
         prob = torch.sigmoid(logits.float()).cpu().numpy()
         check_finite_probabilities(prob, dataset, position)
-        out[position : position + len(prob)] = prob
+        out[position : position + len(prob)] = logits.float().cpu().numpy() if logits_out else prob
         position += len(prob)
     return out
 
@@ -84,13 +87,18 @@ def predict_dataset(
     png: str | os.PathLike[str] | None = None,
     batch_size: int = 8,
     device: str | None = None,
+    uncertainty: bool = False,
 ) -> int:
     """``tomoformer predict``: building probabilities float32 [N, H, W] and maps uint8 [N, H, W] (probability >
-    ``threshold``) of every sample of ``data`` by a ``checkpoint`` or an ``onnx`` export, written to ``out``
-    (with one picture per sample in the folder ``png`` if given). Returns the number of maps."""
+    ``threshold``) of every sample of ``data`` by a ``checkpoint`` (its fitted temperature applied) or an ``onnx``
+    export, written to ``out`` (with one picture per sample in the folder ``png`` if given). With ``uncertainty``
+    (checkpoints only) also ``uncertainty`` float32 [N, H, W]: the binary entropy in bits of the probability
+    averaged over test-time views (:mod:`tomoformer.tasks.uncertainty`). Returns the number of maps."""
     from tomoformer.checkpoint import load_checkpoint
     from tomoformer.data.format import open_dataset, write_dataset
 
+    if uncertainty and onnx:
+        raise ConfigError("--uncertainty needs a --checkpoint or --pretrained model, not --onnx")
     if onnx:
         from tomoformer.export import OnnxPredictor
 
@@ -106,7 +114,18 @@ def predict_dataset(
             check_finite_probabilities(probabilities, dataset)
         else:
             probabilities = predict_probabilities(
-                loaded.model, dataset, batch_size=batch_size, device=device, progress=True
+                loaded.calibrated(), dataset, batch_size=batch_size, device=device, progress=True
+            )
+        arrays = {"probabilities": probabilities, "buildings": (probabilities > threshold).astype(np.uint8)}
+        if uncertainty:
+            from tomoformer.tasks.uncertainty import DEFAULT_FRAME_FRACTION, predict_with_uncertainty
+
+            _, arrays["uncertainty"] = predict_with_uncertainty(
+                loaded.calibrated(),
+                dataset,
+                batch_size=batch_size,
+                device=device,
+                frame_fraction=DEFAULT_FRAME_FRACTION,
             )
         attrs = {
             "source": f"tomoformer predict {name}",
@@ -114,14 +133,17 @@ def predict_dataset(
             "threshold": threshold,
             "input": str(data),
         }
-        buildings = (probabilities > threshold).astype(np.uint8)
-        write_dataset(out, {"probabilities": probabilities, "buildings": buildings}, attrs)
+        if not onnx:
+            attrs["temperature"] = loaded.temperature
+        write_dataset(out, arrays, attrs)
         if png:
-            _write_pngs(Path(png), dataset, probabilities)
+            _write_pngs(Path(png), dataset, probabilities, arrays.get("uncertainty"))
     return len(probabilities)
 
 
-def _write_pngs(folder: Path, dataset: SignalMapDataset, probabilities: np.ndarray) -> None:
+def _write_pngs(
+    folder: Path, dataset: SignalMapDataset, probabilities: np.ndarray, uncertainty: np.ndarray | None = None
+) -> None:
     from tomoformer.evaluation.figures import sample_figure, save_figure
 
     for i in range(len(dataset)):
@@ -132,5 +154,6 @@ def _write_pngs(folder: Path, dataset: SignalMapDataset, probabilities: np.ndarr
             buildings=raw.get("buildings"),
             probabilities=probabilities[i],
             title=f"sample {int(dataset.indices[i])}",
+            uncertainty=uncertainty[i] if uncertainty is not None else None,
         )
         save_figure(figure, folder / f"sample_{int(dataset.indices[i]):05d}.png")

@@ -241,6 +241,10 @@ def fit_task(
     best_path = Path(best.best_model_path) if best.best_model_path else last
     if trainer.is_global_zero:
         _finish_run_folder(out, task)
+        # Temperature scaling on the validation split, stored in best.ckpt (tasks/calibrate.py).
+        from tomoformer.tasks.calibrate import calibrate_after_training
+
+        calibrate_after_training(best_path, getattr(datamodule, "val_set", None), config.batch_size)
     return TrainResult(out=out, best_checkpoint=best_path, metrics=metrics, seconds=time.perf_counter() - start)
 
 
