@@ -40,7 +40,7 @@ from tomoformer.data.schema import (
     short_error,
 )
 from tomoformer.errors import DataError
-from tomoformer.io import OWNER, OWNER_ATTR, atomic_path
+from tomoformer.io import OWNER_ATTR, atomic_path, owner_stamp
 
 __all__ = [
     "ARRAY_KEYS",
@@ -248,7 +248,7 @@ def _write_zarr(path: Path, arrays: dict[str, np.ndarray], attrs: dict[str, Any]
         )
         if value.size:
             array[...] = value
-    group.attrs.update({**jsonable(attrs), OWNER_ATTR: OWNER})  # marks the store ours (tomoformer.io.is_ours)
+    group.attrs.update({**jsonable(attrs), OWNER_ATTR: owner_stamp(path)})  # this store is ours (tomoformer.io.is_ours)
 
 
 class ZarrWriter:
@@ -278,7 +278,8 @@ class ZarrWriter:
                 fill_value=0,
                 **checksummed_array_options(),
             )
-        self.group.attrs.update({**jsonable(attrs), OWNER_ATTR: OWNER, "n_total": n_total, "n_written": 0})
+        stamp = owner_stamp(self.path)
+        self.group.attrs.update({**jsonable(attrs), OWNER_ATTR: stamp, "n_total": n_total, "n_written": 0})
 
     @classmethod
     def reopen(cls, path: str | os.PathLike[str]) -> tuple[ZarrWriter, int]:
@@ -315,5 +316,5 @@ def convert(src: str | os.PathLike[str], dst: str | os.PathLike[str], dtype: str
         arrays = {key: dataset.read(key, slice(None)) for key in dataset.arrays}
         if dtype is not None:
             arrays["signals"] = arrays["signals"].astype(dtype)
-        attrs = {k: v for k, v in dataset.attrs.items() if k not in ("n_total", "n_written")}
+        attrs = {k: v for k, v in dataset.attrs.items() if k not in ("n_total", "n_written", OWNER_ATTR)}
     return write_dataset(dst, arrays, attrs)
