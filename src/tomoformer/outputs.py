@@ -43,10 +43,12 @@ __all__ = [
     "RunFolder",
     "check_not_input",
     "check_output",
+    "check_recorded",
     "claim_names",
     "claim_output",
     "output_lock",
     "run_folder",
+    "write_recorded",
 ]
 
 # The names a run (train, pretrain, finetune, classify, experts fit) may create at the top of its run folder. A
@@ -214,6 +216,30 @@ def _give_back(path: Path, before: set[str], existed: bool, had_record: bool) ->
     if not existed:
         with contextlib.suppress(OSError):
             path.rmdir()  # only succeeds when nothing of the user's is left
+
+
+def check_recorded(*paths: str | os.PathLike[str]) -> None:
+    """Refuse (:class:`OutputError`) when any of ``paths`` exists but its folder's record does not name it, or its
+    folder is a symbolic link: what :func:`write_recorded` would refuse, checked before any of them is written."""
+    for path in map(Path, paths):
+        if os.path.lexists(path.parent):
+            _refuse_links(path.parent, "folder", True)
+        if os.path.lexists(path) and path.name not in recorded_entries(path.parent):
+            raise OutputError(f"{path}: exists and tomoformer did not write it; move it away or choose another --out")
+
+
+def write_recorded(path: str | os.PathLike[str], text: str, *, command: str) -> Path:
+    """Write the text file ``path`` (atomically) into a folder that repeated runs share, such as a benchmark's
+    ``--out`` with its ``results.csv``: a name that exists is replaced only if the folder's record says we wrote
+    it, else :class:`OutputError`. The name is recorded (the folder adopted if need be) before it is written."""
+    from tomoformer.io import write_text_atomic
+
+    path = Path(path)
+    folder = path.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    check_recorded(path)
+    write_marker(folder, {} if read_marker(folder) else {"kind": "folder", "command": command}, add=[path.name])
+    return write_text_atomic(path, text)
 
 
 def _is_secondary_rank() -> bool:
