@@ -213,6 +213,17 @@ def remove(path: Path) -> None:
     _remove_tree(path)
 
 
+def remove_ours(path: str | os.PathLike[str]) -> None:
+    """Delete what is at ``path`` (a temporary name such as a hidden partial store) only if its record says we
+    wrote it, wholly; anything else there raises :class:`OutputError` and is left alone."""
+    path = Path(path)
+    if not os.path.lexists(path):
+        return
+    if not wholly_ours(path):
+        raise OutputError(f"{path}: exists and tomoformer did not write it; move it away (tomoformer uses this name)")
+    _remove_tree(path)
+
+
 def _remove_tree(path: Path) -> None:
     """Delete ``path`` whatever it holds: only for names this process created itself or a record names."""
     if path.is_dir() and not path.is_symlink():

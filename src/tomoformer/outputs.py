@@ -96,7 +96,9 @@ def _names(path: Path) -> set[str]:
 def check_not_input(
     out: str | os.PathLike[str], inputs: Iterable[str | os.PathLike[str] | None], option: str = "--out"
 ) -> None:
-    """Refuse an output that is, contains or lies inside one of ``inputs`` (None entries are skipped)."""
+    """Refuse an output that is, contains or lies inside one of ``inputs`` (None entries are skipped), and an
+    empty output name (it would mean the working folder)."""
+    _require_name(out, option)
     target = _resolved(out)
     for given in inputs:
         if given is None or str(given) in ("", "sim"):
@@ -105,6 +107,11 @@ def check_not_input(
             raise OutputError(
                 f"{option} {out}: overlaps the input {given} (same path, inside or around it); choose another output"
             )
+
+
+def _require_name(out: str | os.PathLike[str], option: str) -> None:
+    if not str(out).strip() or os.fspath(out) == "":
+        raise OutputError(f"{option}: an empty name; give the file or folder to write")
 
 
 def _refuse_links(path: Path, option: str, strict: bool) -> None:
@@ -353,6 +360,7 @@ def run_folder(
 
     The folder is locked while the block runs. On failure, see :meth:`RunFolder.abort`.
     """
+    _require_name(out, "--out")
     path = Path(out)
     if resume and overwrite:
         raise OutputError("give --resume (continue the run) or --overwrite (replace it), not both")

@@ -20,9 +20,11 @@ from typing import Any
 import numpy as np
 
 from tomoformer.data.integrity import (
+    attribute_problems,
     check_values,
     checksummed_array_options,
     require_valid_values,
+    special_file_problem,
     storage_problems,
     writing_every_chunk,
 )
@@ -71,6 +73,7 @@ def open_dataset(path: str | os.PathLike[str], require_buildings: bool = False) 
     fmt = dataset_format(path)
     if not path.exists():
         raise DataError(f"{path}: no such file or directory")
+    _require_plain_storage(path, fmt)
     dataset = READERS[fmt](path)
     try:
         problems = structure_problems(dataset) or storage_problems(dataset)
@@ -82,6 +85,26 @@ def open_dataset(path: str | os.PathLike[str], require_buildings: bool = False) 
         dataset.close()
         raise
     return dataset
+
+
+def _require_plain_storage(path: Path, fmt: str) -> None:
+    """A .npz/.h5 dataset must be a regular file, a Zarr store a folder whose metadata files are regular files:
+    a FIFO or device is refused before anything reads it (a read could block forever)."""
+    if fmt != "zarr":
+        problem = special_file_problem(path)
+        if problem:
+            raise DataError(f"{path}: {problem}")
+        return
+    if not path.is_dir():
+        raise DataError(f"{path}: not a folder; a Zarr store is a folder")
+    with os.scandir(path) as entries:
+        tops = [Path(e.path) for e in entries if e.is_dir(follow_symlinks=False)]
+    for folder in [path, *tops]:
+        for name in ("zarr.json", ".zarray", ".zgroup", ".zattrs", ".zmetadata"):
+            if os.path.lexists(folder / name) and not (folder / name).is_symlink():
+                problem = special_file_problem(folder / name)
+                if problem:
+                    raise DataError(f"{folder / name}: {problem}")
 
 
 def structure_problems(dataset: SignalDataset) -> list[str]:
@@ -128,6 +151,7 @@ def structure_problems(dataset: SignalDataset) -> list[str]:
     cell = dataset.attrs.get("cell_size_m", DEFAULT_ATTRS["cell_size_m"])
     if not is_number(cell) or not 0 < float(cell) < np.inf:
         problems.append(f"attribute 'cell_size_m' is {cell!r}, expected a positive number of metres")
+    problems += attribute_problems(dataset.attrs)
     n_total, n_written = dataset.attrs.get("n_total"), dataset.attrs.get("n_written")
     if n_total is not None or n_written is not None:
         # Files from other tools may carry these names with any value: never compare blindly.

@@ -17,7 +17,7 @@ import numpy as np
 
 from tomoformer.data.format import ZarrWriter, dataset_format, open_dataset, write_dataset
 from tomoformer.errors import ConfigError, DataError, OutputError
-from tomoformer.io import is_ours, remove, replace
+from tomoformer.io import is_ours, remove, replace, wholly_ours
 from tomoformer.outputs import check_not_input, check_output, output_lock
 from tomoformer.sim import STYLES, SimConfig, dataset_attrs, simulate_samples
 from tomoformer.sim.calibrate import Calibration, calibrate_arrays
@@ -95,7 +95,7 @@ def _simulate_into(
 ) -> Path:
     """The writing part of :func:`simulate_dataset`, under ``out``'s lock."""
     partial = out.with_name(f".{out.stem}.partial{out.suffix}")
-    if os.path.lexists(partial) and not is_ours(partial):
+    if os.path.lexists(partial) and not wholly_ours(partial):
         raise OutputError(f"{partial}: exists and tomoformer did not write it; move it away (simulate's temporary)")
     resumable = resume and fmt == "zarr" and partial.exists() and ZarrWriter.reopen(partial)[1] > 0
     if resume and not resumable and fmt == "zarr" and is_ours(out):
