@@ -237,3 +237,28 @@ def test_any_marker_text_not_written_for_the_folder_is_ignored(tmp_path_factory,
     os.mkfifo(other / MARKER)
     assert read_marker(other) is None and not is_ours(other)
     assert intact(other)
+
+
+def test_a_run_killed_after_it_began_has_its_names_recorded(tmp_path: Path) -> None:
+    """The names a run may create are recorded when it begins, so a run killed at any later point (no clean-up
+    ran) is still replaced by --overwrite, and a resumed one keeps its logs-N recorded."""
+    import subprocess
+    import sys
+
+    run = tmp_path / "run"
+    code = (
+        "import os, sys\n"
+        "from tomoformer.outputs import run_folder\n"
+        f"with run_folder({str(run)!r}, record={{}}, command='train', resume=False, overwrite=False) as r:\n"
+        "    r.begin()\n"
+        "    os.makedirs(os.path.join(r.path, 'checkpoints'))\n"
+        "    open(os.path.join(r.path, 'checkpoints', 'last.ckpt'), 'w').close()\n"
+        "    os._exit(9)  # killed: no clean-up, no finish\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    assert subprocess.run([sys.executable, "-c", code], env=env, timeout=120).returncode == 9
+    assert {"checkpoints", "logs", "figures", "config.yaml"} <= recorded_entries(run)
+    (run / "mine.txt").write_text("mine")
+    with run_folder(run, record={}, command="train", resume=False, overwrite=True) as again:
+        again.begin()
+    assert not (run / "checkpoints").exists() and (run / "mine.txt").read_text() == "mine"

@@ -88,8 +88,10 @@ def data_identity(data: str | None, val_data: str | None = None) -> dict[str, An
             return {"path": str(Path(os.path.abspath(path)).resolve()), "missing": True}
         try:
             dataset_format(path)
+            return dataset_fingerprint(path)
         except DataError:
+            # Not a signal dataset (class images in an .npz, say) or a broken one: its bytes identify it, and the
+            # run's own loading says what is wrong with it, if anything.
             return content_fingerprint(path)
-        return dataset_fingerprint(path)
 
     return {"data": one(data), "val_data": one(val_data)}
