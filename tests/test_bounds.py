@@ -198,3 +198,21 @@ def test_validate_reports_a_store_without_checksums(tmp_path: Path, capsys: pyte
     assert "checksums" not in capsys.readouterr().out
     json.loads((store / "zarr.json").read_text())  # untouched, still readable metadata
     assert np.asarray(group["signals"]).shape[0] == 2
+
+
+def test_class_image_folders_refuse_fifos_and_huge_headers(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from tomoformer.classify.data import MAX_IMAGE_PIXELS, load_images
+
+    for name in ("a", "b"):
+        (tmp_path / "imgs" / name).mkdir(parents=True)
+        Image.new("L", (8, 8)).save(tmp_path / "imgs" / name / "ok.png")
+    os.mkfifo(tmp_path / "imgs" / "a" / "pipe.png")
+    with pytest.raises(DataError, match="not a regular file"):
+        load_images(tmp_path / "imgs")
+    (tmp_path / "imgs" / "a" / "pipe.png").unlink()
+    side = int(MAX_IMAGE_PIXELS**0.5) + 16
+    Image.new("L", (side, side)).save(tmp_path / "imgs" / "b" / "huge.png")
+    with pytest.raises(DataError, match="pixels, more than"):
+        load_images(tmp_path / "imgs")

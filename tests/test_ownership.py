@@ -73,7 +73,7 @@ def test_a_marker_copied_from_one_of_our_folders_is_not_ours(tmp_path: Path) -> 
         assert not is_ours(folder) and recorded_entries(folder) == set()
         every_claim(folder, folder=True)
     assert intact(planted) and intact(copied / "more")
-    with pytest.raises(OutputError, match=r"copied or planted"):
+    with pytest.raises(OutputError, match=r"copied, planted or from an older version"):
         check_output(planted, overwrite=True, folder=True)
 
 

@@ -129,7 +129,7 @@ def _refuse_links(path: Path, option: str, strict: bool) -> None:
 
 def _not_ours_text(path: Path) -> str:
     if has_foreign_marker(path):
-        return f"its {MARKER} record was not written for this folder (copied or planted)"
+        return f"its {MARKER} record does not check out for this folder (copied, planted or from an older version)"
     return "a folder tomoformer did not write"
 
 
