@@ -262,3 +262,20 @@ def test_a_run_killed_after_it_began_has_its_names_recorded(tmp_path: Path) -> N
     with run_folder(run, record={}, command="train", resume=False, overwrite=True) as again:
         again.begin()
     assert not (run / "checkpoints").exists() and (run / "mine.txt").read_text() == "mine"
+
+
+def test_a_run_entry_replaced_by_a_link_is_never_written_through(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    with run_folder(run, record={}, command="train", resume=False, overwrite=False) as r:
+        r.begin()
+        (run / "checkpoints").mkdir()
+        r.finish()
+    shutil.rmtree(run / "checkpoints")
+    mine = user_folder(tmp_path / "mine")
+    (run / "checkpoints").symlink_to(mine, target_is_directory=True)
+    for options in ({"overwrite": True}, {"resume": True}):
+        kwargs = {"resume": False, "overwrite": False, **options}
+        claim = run_folder(run, record={}, command="train", **kwargs)  # type: ignore[arg-type]
+        with pytest.raises(OutputError, match="checkpoints is a symbolic link"), claim:
+            pass
+    assert intact(mine)

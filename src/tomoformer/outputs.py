@@ -395,6 +395,9 @@ def _inspect(
     before = _names(path)
     if not (overwrite or resume):
         raise OutputError(f"--out {path}: a run folder already; give --resume to continue it or --overwrite")
+    linked = sorted(name for name in RUN_ENTRIES & before if (path / name).is_symlink())
+    if linked:  # we never create links: a run would write through it into whatever it points at
+        raise OutputError(f"--out {path}: {linked[0]} is a symbolic link, which tomoformer did not create; remove it")
     foreign = sorted((RUN_ENTRIES & before) - recorded_entries(path))
     if foreign:
         raise OutputError(
