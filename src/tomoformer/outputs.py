@@ -140,12 +140,14 @@ def check_output(
     inputs: Iterable[str | os.PathLike[str] | None] = (),
     option: str = "--out",
     folder: bool = False,
+    whole: bool | None = None,
 ) -> None:
     """Refuse to write ``out`` when that could lose data; see the module docstring.
 
     ``folder``: the output is a folder we fill ourselves (an existing empty folder is then adopted without
-    ``--overwrite``; one with our record needs ``--overwrite``). Otherwise the output is a Zarr store when its
-    suffix is ``.zarr`` and a file else.
+    ``--overwrite``; one with our record needs ``--overwrite``). Otherwise ``whole`` says whether the output is a
+    folder written whole and renamed into place (a Zarr store, a scene folder); None: a Zarr store when its
+    suffix is ``.zarr``, else a file.
     """
     check_not_input(out, inputs, option)
     path = Path(out)
@@ -161,7 +163,7 @@ def check_output(
                     f"{option} {out}: {_not_ours_text(path)}; choose another output "
                     "(--overwrite never replaces such a folder)"
                 )
-        elif path.suffix.lower() not in _STORE_SUFFIXES:
+        elif not (whole if whole is not None else path.suffix.lower() in _STORE_SUFFIXES):
             raise OutputError(f"{option} {out}: a folder; this output is a file, and a file never replaces a folder")
         elif not (is_empty_dir(path) or wholly_ours(path)):
             raise OutputError(
@@ -183,6 +185,7 @@ def claim_output(
     inputs: Iterable[str | os.PathLike[str] | None] = (),
     option: str = "--out",
     folder: bool = False,
+    whole: bool | None = None,
 ) -> Iterator[Path | None]:
     """:func:`check_output` and :func:`output_lock` together, for one output of a command (None: no output).
 
@@ -193,11 +196,12 @@ def claim_output(
     if out is None:
         yield None
         return
+    _require_name(out, option)
     path = Path(out)
     inputs = list(inputs)
     check_not_input(path, inputs, option)
     with output_lock(path, command):
-        check_output(path, overwrite=overwrite, inputs=inputs, option=option, folder=folder)
+        check_output(path, overwrite=overwrite, inputs=inputs, option=option, folder=folder, whole=whole)
         if not folder:
             yield path
             return

@@ -146,3 +146,22 @@ def test_resume_goes_by_the_datas_identity_not_its_spelling(
     # And the same data from there by a relative path resumes.
     rel = os.path.relpath(work / "toy.zarr", elsewhere)
     assert main(train(str(work / "run"), "--resume", "--max-epochs", "3", data=rel)) == 0
+
+
+def test_a_scene_folder_of_ours_is_replaced_but_not_once_the_user_added_to_it(
+    work: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("geopandas")
+    from tests.cli.test_geometry_cli import SMALL
+    from tests.geometry.conftest import PLAIN, SQUARE, feature, write_geojson
+
+    town = write_geojson(work / "town.geojson", [feature(SQUARE, height=30), feature(PLAIN, height=9)])
+    assert main(["geometry", "import", str(town), "--out", "t.zarr", *SMALL]) == 0
+    scene = ["geometry", "scene", "t.zarr", "--index", "0", "--out", "scene", "--material", "brick"]
+    assert main(scene) == 0
+    assert main([*scene, "--overwrite"]) == 0  # wholly ours: replaced
+    (work / "scene" / "notes.txt").write_text("mine")
+    capsys.readouterr()
+    assert main([*scene, "--overwrite"]) == 2
+    one_line_error(capsys, "scene")
+    assert (work / "scene" / "notes.txt").read_text() == "mine"
