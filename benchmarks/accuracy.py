@@ -45,6 +45,7 @@ from tomoformer.data.simulated import simulate_dataset
 from tomoformer.io import write_text_atomic
 from tomoformer.models.protocol import requires_fit
 from tomoformer.models.registry import create_model
+from tomoformer.outputs import check_recorded, write_recorded
 from tomoformer.sim.config import SimConfig
 from tomoformer.tasks.evaluate import evaluate_models
 from tomoformer.tasks.train import TrainConfig, run_training
@@ -129,6 +130,7 @@ def main() -> None:
     lrs = [float(x) for x in args.lrs.split(",")]
     specs = args.models.split(",")
     out = Path(args.out)
+    check_recorded(out / "results.csv", out / "results.md")  # refuse a results file it did not write, before training
     for scenario in args.scenarios.split(","):
         folder = out / scenario
         paths = simulate_splits(args, scenario, folder, cuda)
@@ -178,8 +180,9 @@ def main() -> None:
         # Every scenario finished under --out so far, also those run by another process (one per scenario).
         finished = read_runs(out)
         summary = [row for sc in finished for row in aggregate(sc, finished[sc], args.baseline)]
+        check_recorded(out / "results.csv", out / "results.md")
         write_csv(out / "results.csv", summary)
-        write_text_atomic(out / "results.md", markdown(summary, args))
+        write_recorded(out / "results.md", markdown(summary, args), command="benchmarks/accuracy.py")
         print_table(scenario, [row for row in summary if row["scenario"] == scenario], args.baseline)
 
 
@@ -307,7 +310,7 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(rows[0])
     writer.writerows([_cell(v) for v in row.values()] for row in rows)
-    write_text_atomic(path, buffer.getvalue())
+    write_recorded(path, buffer.getvalue(), command="benchmarks")  # never a results file it did not write
 
 
 def _cell(value: Any) -> str:

@@ -180,7 +180,7 @@ def run_seed(args: argparse.Namespace, paths: dict[str, Path], seed: int) -> dic
         shutil.copytree(stage / "experts", folder / "experts")
         shutil.copy(stage / "clusters.npz", folder / "clusters.npz")
         # Mark the folder as an experts run of ours, so that fit --resume may continue it (tomoformer.outputs).
-        write_marker(folder, {"kind": "run", "command": "experts fit"})
+        write_marker(folder, {"kind": "run", "command": "experts fit"}, created=True, add=["experts", "clusters.npz"])
         config = dataclasses.replace(
             base, out=str(folder), epochs=first, global_epochs=args.global_epochs, resume=True, **options
         )

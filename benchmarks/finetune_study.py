@@ -26,7 +26,7 @@ from typing import Any
 
 from accuracy import write_csv
 from tomoformer.cli import main as tomoformer
-from tomoformer.io import write_text_atomic
+from tomoformer.outputs import write_recorded
 
 DOWNSTREAM_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "sim_downstream.yaml"
 POLICIES = "full,head,freeze:2,llrd:0.75,lora:8,lp-ft"
@@ -143,7 +143,7 @@ def main() -> None:
         f"--max-steps {args.max_steps} --batch-size {args.batch_size} --val-every-steps {args.val_every_steps}"
     )
     table = markdown(rows, command)
-    write_text_atomic(args.out / "results.md", table)
+    write_recorded(args.out / "results.md", table, command="benchmarks/finetune_study.py")
     print(table)
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import shlex
 import statistics
@@ -37,6 +38,7 @@ import numpy as np
 from tomoformer.data.format import open_dataset, write_dataset
 from tomoformer.data.heldout import check_held_out
 from tomoformer.errors import DataError, OutputError
+from tomoformer.outputs import check_recorded, write_recorded
 
 SPARSE_KEEP, SPARSE_NOISE_DB, SPARSE_FLOOR_DB = 0.10, 4.0, -130.0
 TEST_SETS = ("dense", "sparse")
@@ -212,11 +214,13 @@ def run(args: argparse.Namespace) -> list[dict[str, object]]:
 
 
 def write_csv(rows: list[dict[str, object]], path: Path) -> None:
-    """``rows`` as a CSV file with a header (the columns of the first row)."""
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    """``rows`` as a CSV file with a header (the columns of the first row); an existing file is replaced only if
+    the folder's record says a benchmark wrote it (tomoformer.outputs.write_recorded)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_recorded(path, buffer.getvalue(), command="benchmarks")
 
 
 def read_csvs(paths: list[Path]) -> list[dict[str, str]]:
@@ -225,6 +229,7 @@ def read_csvs(paths: list[Path]) -> list[dict[str, str]]:
 
 
 def write_results(rows: list[dict[str, object]], out: Path) -> None:
+    check_recorded(out / "results.csv", out / "results.md")  # both free or ours before either is written
     write_csv(rows, out / "results.csv")
     groups: dict[tuple[str, str], dict[str, list[float]]] = {}
     for r in rows:
@@ -245,7 +250,7 @@ def write_results(rows: list[dict[str, object]], out: Path) -> None:
             f"| `{model}` | {row} | {cell(tests['dense'], 'dense')} | {cell(tests['sparse'], 'sparse')} | "
             f"{len(tests['dense'])} |"
         )
-    (out / "results.md").write_text("\n".join(lines) + "\n")
+    write_recorded(out / "results.md", "\n".join(lines) + "\n", command="benchmarks/realcity.py")
     print("\n".join(lines))
 
 
@@ -330,6 +335,7 @@ def main() -> None:
     parser.add_argument("--combine", help="comma-separated results.csv files of runs split by model: one table")
     args = parser.parse_args()
     if args.combine:
+        check_recorded(args.out / "results.csv", args.out / "results.md")
         args.out.mkdir(parents=True, exist_ok=True)
         csvs = [Path(path) for path in args.combine.split(",")]
         rows = read_csvs(csvs)
@@ -341,6 +347,7 @@ def main() -> None:
         parser.error("give --pre-data and --pre-val, or --pre-runs")
     args.models = args.models.split(",")
     args.seeds = [int(s) for s in args.seeds.split(",")]
+    check_recorded(args.out / "results.csv", args.out / "results.md")  # before hours of training, not after
     try:
         rows = run(args)
     except DataError as err:  # e.g. a split that would train or select on a test tile

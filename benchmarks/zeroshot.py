@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 from realcity import merged, read_csvs, test_iou, tomoformer, trained, write_csv
+from tomoformer.outputs import check_recorded, write_recorded
 
 ROOT = Path(__file__).resolve().parents[1]
 V1_STYLES = ("dense", "suburban", "industrial", "oldtown", "open")
@@ -104,6 +105,7 @@ def run(args: argparse.Namespace) -> list[dict[str, object]]:
 
 
 def write_results(rows: list[dict[str, object]], out: Path) -> None:
+    check_recorded(out / "results.csv", out / "results.md")  # both free or ours before either is written
     write_csv(rows, out / "results.csv")
     cities = list(dict.fromkeys(str(r["test"]) for r in rows))
     values: dict[tuple[str, str], dict[str, list[float]]] = {}
@@ -130,7 +132,7 @@ def write_results(rows: list[dict[str, object]], out: Path) -> None:
             ratio = mean / max(statistics.mean(base[c]), 1e-9)
             cells.append(f"{mean:.3f} ± {spread:.3f}" + ("" if model == "threshold" else f" ({ratio:.2f}x)"))
         lines.append(f"| {name} | `{model}` | " + " | ".join(cells) + f" | {len(per_city[cities[0]])} |")
-    (out / "results.md").write_text("\n".join(lines) + "\n")
+    write_recorded(out / "results.md", "\n".join(lines) + "\n", command="benchmarks/zeroshot.py")
     print("\n".join(lines))
 
 
@@ -154,6 +156,7 @@ def main() -> None:
     parser.add_argument("--combine", help="comma-separated results.csv files of runs split by model: one table")
     args = parser.parse_args()
     if args.combine:
+        check_recorded(args.out / "results.csv", args.out / "results.md")
         args.out.mkdir(parents=True, exist_ok=True)
         rows = read_csvs([Path(path) for path in args.combine.split(",")])
         write_results(rows, args.out)
@@ -161,6 +164,7 @@ def main() -> None:
     args.worlds = args.worlds.split(",")
     args.models = args.models.split(",")
     args.seeds = [int(s) for s in args.seeds.split(",")]
+    check_recorded(args.out / "results.csv", args.out / "results.md")  # before hours of training, not after
     args.out.mkdir(parents=True, exist_ok=True)
     write_results(run(args), args.out)
 

@@ -18,7 +18,7 @@ PACKAGE_ROOT = Path(tomoformer.__file__).parent
 
 # Lowest first. `perf` measures models and data paths end to end, so it sits with the other pipelines above tasks.
 LAYERS: tuple[frozenset[str], ...] = (
-    frozenset({"errors", "io", "outputs", "safe_yaml", "validation"}),
+    frozenset({"errors", "io", "locks", "outputs", "safe_yaml", "validation"}),
     frozenset({"sim"}),
     frozenset({"data", "geometry"}),
     frozenset({"models", "evaluation"}),

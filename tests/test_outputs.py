@@ -21,6 +21,7 @@ from tomoformer.outputs import (
     RunFolder,
     check_not_input,
     check_output,
+    claim_names,
     claim_output,
     differing_keys,
     output_lock,
@@ -49,7 +50,7 @@ def test_replace_and_remove_refuse_a_folder_that_is_not_ours(tmp_path: Path) -> 
     folder = user_folder(tmp_path / "out.zarr")
     new = tmp_path / "new.npz"
     new.write_bytes(b"x")
-    with pytest.raises(OutputError, match="did not write"):
+    with pytest.raises(OutputError, match="a file output never replaces a folder"):
         replace(new, folder)
     with pytest.raises(OutputError, match="did not write"):
         remove(folder)
@@ -63,7 +64,7 @@ def test_replace_and_remove_refuse_a_folder_that_is_not_ours(tmp_path: Path) -> 
 
 def test_replace_takes_over_our_folders_and_empty_ones(tmp_path: Path) -> None:
     ours = tmp_path / "ours"
-    write_marker(ours, {"kind": "folder"})
+    write_marker(ours, {"kind": "folder"}, add=["old.txt"])
     (ours / "old.txt").write_text("old")
     assert is_ours(ours)
     with atomic_path(ours) as tmp:
@@ -71,10 +72,17 @@ def test_replace_takes_over_our_folders_and_empty_ones(tmp_path: Path) -> None:
         (tmp / "new.txt").write_text("new")
     assert (ours / "new.txt").is_file() and not (ours / "old.txt").exists()
     assert is_ours(ours)  # a folder written through atomic_path carries the marker
+    (ours / "added_by_user.txt").write_text("mine")  # now it is not wholly ours: never replaced as a whole
+    with pytest.raises(OutputError, match="holds files it did not"), atomic_path(ours) as tmp:
+        tmp.mkdir()
+    assert (ours / "added_by_user.txt").read_text() == "mine"
     empty = tmp_path / "empty"
     empty.mkdir()
-    write_text_atomic(empty, "text")
-    assert empty.read_text() == "text"
+    with pytest.raises(OutputError, match="a file output never replaces a folder"):
+        write_text_atomic(empty, "text")  # not even an empty folder
+    with atomic_path(empty) as tmp:
+        tmp.mkdir()
+    assert is_ours(empty)
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
@@ -234,14 +242,20 @@ def test_run_folder_without_resume_or_overwrite_is_refused(tmp_path: Path) -> No
 def test_run_folder_overwrite_removes_only_our_names(tmp_path: Path) -> None:
     run = tmp_path / "run"
     start(run, run_record())
+    claim_names(run, ["logs-1"])
     (run / "logs-1").mkdir()
-    (run / "logs_mine").mkdir()
-    (run / "logs_mine" / "keep.txt").write_text("mine")
+    for mine in ("logs_mine", "logs-7", "data", "results.csv"):  # names some command creates, but not this run
+        (run / mine).mkdir()
+        (run / mine / "keep.txt").write_text("mine")
     (run / "notes.txt").write_text("mine")
     with run_folder(run, record=run_record(), command="train", resume=False, overwrite=True) as fresh:
         assert fresh.fresh
-        assert sorted(p.name for p in run.iterdir()) == ["logs_mine", "notes.txt"]
-    assert (run / "logs_mine" / "keep.txt").read_text() == "mine"
+        assert (run / "checkpoints" / "last.ckpt").exists()  # nothing is removed before the run begins
+        fresh.begin()
+        left = sorted(p.name for p in run.iterdir())
+        assert left == [MARKER, "config.yaml", "data", "logs-7", "logs_mine", "notes.txt", "results.csv"]
+    for mine in ("logs_mine", "logs-7", "data", "results.csv"):
+        assert (run / mine / "keep.txt").read_text() == "mine"
 
 
 def test_run_folder_refuses_a_user_folder_even_with_overwrite(tmp_path: Path) -> None:
@@ -249,7 +263,7 @@ def test_run_folder_refuses_a_user_folder_even_with_overwrite(tmp_path: Path) ->
     for options in ({"overwrite": True}, {"resume": True}, {}):
         kwargs = {"resume": False, "overwrite": False, **options}
         claim = run_folder(folder, record={}, command="train", **kwargs)  # type: ignore[arg-type]
-        with pytest.raises(OutputError, match="not a tomoformer run folder"), claim:
+        with pytest.raises(OutputError, match="did not write"), claim:
             pass
     assert_intact(folder)
 

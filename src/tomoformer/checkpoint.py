@@ -154,7 +154,10 @@ def build_with_weights(
     path: str | os.PathLike[str], name: str, build: Callable[[], nn.Module], state_dict: dict[str, torch.Tensor]
 ) -> nn.Module:
     """``build()`` the model ``name`` and load the ``model.*`` weights of a task ``state_dict`` into it (strict);
-    a failure of either is one :class:`CheckpointError` line naming ``path``."""
+    a failure of either is one :class:`CheckpointError` line naming ``path``. The options are first built on the
+    ``meta`` device (nothing allocated): a model asking for far more numbers than the file's weights hold is refused
+    before any memory is taken."""
+    _check_size_on_meta(path, name, build, state_dict)
     try:
         model = build()
     except TomoFormerError as err:
@@ -170,6 +173,23 @@ def build_with_weights(
         detail = str(err).splitlines()[0][:200]
         raise CheckpointError(f"{path}: weights do not fit model {name!r} ({detail})") from None
     return model
+
+
+def _check_size_on_meta(
+    path: str | os.PathLike[str], name: str, build: Callable[[], nn.Module], state_dict: dict[str, torch.Tensor]
+) -> None:
+    stored = sum(v.numel() for k, v in state_dict.items() if k.startswith("model."))
+    try:
+        with torch.device("meta"):
+            probe = build()
+    except Exception:
+        return  # the real build below reports what is wrong with the options
+    asked = sum(p.numel() for p in probe.parameters()) + sum(b.numel() for b in probe.buffers())
+    if asked > 2 * stored + (1 << 20):
+        raise CheckpointError(
+            f"{path}: its model options ask for {asked:,} numbers in model {name!r}, but its weights hold "
+            f"{stored:,}; refused before allocating"
+        )
 
 
 def load_checkpoint(path: str | os.PathLike[str], expect_model: str | None = None) -> LoadedModel:

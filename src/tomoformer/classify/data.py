@@ -14,6 +14,7 @@ Every image set is returned as float32 ``[N, C, H, W]`` in [0, 1]; models see ``
 from __future__ import annotations
 
 import dataclasses
+import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ from tomoformer.errors import DataError
 MEAN = 0.5
 STD = 0.5
 _GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")
+MAX_IMAGE_PIXELS = 1 << 24  # per image, read from its header before it is decoded
 
 
 @dataclass
@@ -123,7 +125,13 @@ def _load_folder(root: Path, image_size: int | None) -> ImageSet:
     pictures, labels = [], []
     for file, label in samples:
         try:
+            if not os.path.isfile(file):
+                raise DataError(f"{file}: not a regular file (a FIFO or device?); it is not read")
             with Image.open(file) as picture:
+                if picture.width * picture.height > MAX_IMAGE_PIXELS:  # from the header, before decoding
+                    raise DataError(
+                        f"{file}: {picture.width} x {picture.height} pixels, more than {MAX_IMAGE_PIXELS:,}"
+                    )
                 picture.load()
                 pictures.append(picture.copy())
         except (OSError, UnidentifiedImageError):

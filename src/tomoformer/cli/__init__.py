@@ -123,20 +123,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("tomoformer: interrupted", file=sys.stderr)
         return 130
+    except OSError as err:
+        if not _user_os_error(err):
+            return _internal_error(err)
+        where = f"{err.filename}: " if err.filename else ""
+        print(
+            f"tomoformer: error: {where}{err.strerror or err} (check the folder's permissions and free space)",
+            file=sys.stderr,
+        )
+        return EXIT_USER_ERROR
     except MemoryError:
         print("tomoformer: error: out of memory (try a smaller --batch-size or fewer frames)", file=sys.stderr)
         return 1
     except Exception as err:
-        if os.environ.get("TOMOFORMER_DEBUG"):
-            raise
-        message = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
-        print(
-            f"tomoformer: internal error: {type(err).__name__}: {message} "
-            "(set TOMOFORMER_DEBUG=1 for the traceback and please report it)",
-            file=sys.stderr,
-        )
-        return 1
+        return _internal_error(err)
     return int(code or 0)
+
+
+def _user_os_error(err: OSError) -> bool:
+    """An OS error the user fixes (permissions, a read-only or full disk, a quota), not a bug of ours."""
+    import errno
+
+    return isinstance(err, PermissionError) or err.errno in (errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EACCES)
+
+
+def _internal_error(err: BaseException) -> int:
+    if os.environ.get("TOMOFORMER_DEBUG"):
+        raise err
+    message = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
+    print(
+        f"tomoformer: internal error: {type(err).__name__}: {message} "
+        "(set TOMOFORMER_DEBUG=1 for the traceback and please report it)",
+        file=sys.stderr,
+    )
+    return 1
 
 
 if __name__ == "__main__":

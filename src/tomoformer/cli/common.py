@@ -42,12 +42,14 @@ def add_config_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def add_overwrite_flag(parser: argparse.ArgumentParser, default: Any = False) -> None:
-    """``--overwrite``: replace an existing output (a file, or a folder tomoformer wrote; never another folder)."""
+    """``--overwrite``: replace an existing output; only what tomoformer recorded writing is removed
+    (docs/safety.md)."""
     parser.add_argument(
         "--overwrite",
         action="store_true",
         default=default,
-        help="replace an existing output (only a file or a folder tomoformer wrote; an input never)",
+        help="replace an existing output (only what tomoformer recorded writing is removed; never a folder of yours, "
+        "an input, or through a symlink)",
     )
 
 

@@ -108,7 +108,22 @@ def run_validate(args: argparse.Namespace) -> int:
             print(problem, file=sys.stderr)
         return 2
     print(f"{args.path}: valid" + (" (metadata and chunk listing only: --quick)" if args.quick else ""))
+    _report_checksums(args.path)
     return 0
+
+
+def _report_checksums(path: str) -> None:
+    """Say so when a valid store's arrays carry no checksums: a corrupted byte there cannot be detected."""
+    from tomoformer.data.format import open_dataset
+    from tomoformer.data.integrity import unchecksummed_arrays
+
+    with open_dataset(path) as dataset:
+        missing = unchecksummed_arrays(dataset)
+    if missing:
+        print(
+            f"{path}: note: array(s) {', '.join(missing)} carry no checksums, so corruption there cannot be "
+            "detected; `tomoformer data convert` rewrites the store with checksums"
+        )
 
 
 def run_convert(args: argparse.Namespace) -> int:

@@ -20,9 +20,11 @@ from typing import Any
 import numpy as np
 
 from tomoformer.data.integrity import (
+    attribute_problems,
     check_values,
     checksummed_array_options,
     require_valid_values,
+    special_file_problem,
     storage_problems,
     writing_every_chunk,
 )
@@ -40,7 +42,7 @@ from tomoformer.data.schema import (
     short_error,
 )
 from tomoformer.errors import DataError
-from tomoformer.io import OWNER, OWNER_ATTR, atomic_path
+from tomoformer.io import OWNER_ATTR, atomic_path, owner_stamp
 
 __all__ = [
     "ARRAY_KEYS",
@@ -71,6 +73,7 @@ def open_dataset(path: str | os.PathLike[str], require_buildings: bool = False) 
     fmt = dataset_format(path)
     if not path.exists():
         raise DataError(f"{path}: no such file or directory")
+    _require_plain_storage(path, fmt)
     dataset = READERS[fmt](path)
     try:
         problems = structure_problems(dataset) or storage_problems(dataset)
@@ -82,6 +85,26 @@ def open_dataset(path: str | os.PathLike[str], require_buildings: bool = False) 
         dataset.close()
         raise
     return dataset
+
+
+def _require_plain_storage(path: Path, fmt: str) -> None:
+    """A .npz/.h5 dataset must be a regular file, a Zarr store a folder whose metadata files are regular files:
+    a FIFO or device is refused before anything reads it (a read could block forever)."""
+    if fmt != "zarr":
+        problem = special_file_problem(path)
+        if problem:
+            raise DataError(f"{path}: {problem}")
+        return
+    if not path.is_dir():
+        raise DataError(f"{path}: not a folder; a Zarr store is a folder")
+    with os.scandir(path) as entries:
+        tops = [Path(e.path) for e in entries if e.is_dir(follow_symlinks=False)]
+    for folder in [path, *tops]:
+        for name in ("zarr.json", ".zarray", ".zgroup", ".zattrs", ".zmetadata"):
+            if os.path.lexists(folder / name) and not (folder / name).is_symlink():
+                problem = special_file_problem(folder / name)
+                if problem:
+                    raise DataError(f"{folder / name}: {problem}")
 
 
 def structure_problems(dataset: SignalDataset) -> list[str]:
@@ -128,6 +151,7 @@ def structure_problems(dataset: SignalDataset) -> list[str]:
     cell = dataset.attrs.get("cell_size_m", DEFAULT_ATTRS["cell_size_m"])
     if not is_number(cell) or not 0 < float(cell) < np.inf:
         problems.append(f"attribute 'cell_size_m' is {cell!r}, expected a positive number of metres")
+    problems += attribute_problems(dataset.attrs)
     n_total, n_written = dataset.attrs.get("n_total"), dataset.attrs.get("n_written")
     if n_total is not None or n_written is not None:
         # Files from other tools may carry these names with any value: never compare blindly.
@@ -248,7 +272,7 @@ def _write_zarr(path: Path, arrays: dict[str, np.ndarray], attrs: dict[str, Any]
         )
         if value.size:
             array[...] = value
-    group.attrs.update({**jsonable(attrs), OWNER_ATTR: OWNER})  # marks the store ours (tomoformer.io.is_ours)
+    group.attrs.update({**jsonable(attrs), OWNER_ATTR: owner_stamp(path)})  # this store is ours (tomoformer.io.is_ours)
 
 
 class ZarrWriter:
@@ -278,7 +302,8 @@ class ZarrWriter:
                 fill_value=0,
                 **checksummed_array_options(),
             )
-        self.group.attrs.update({**jsonable(attrs), OWNER_ATTR: OWNER, "n_total": n_total, "n_written": 0})
+        stamp = owner_stamp(self.path)
+        self.group.attrs.update({**jsonable(attrs), OWNER_ATTR: stamp, "n_total": n_total, "n_written": 0})
 
     @classmethod
     def reopen(cls, path: str | os.PathLike[str]) -> tuple[ZarrWriter, int]:
@@ -315,5 +340,5 @@ def convert(src: str | os.PathLike[str], dst: str | os.PathLike[str], dtype: str
         arrays = {key: dataset.read(key, slice(None)) for key in dataset.arrays}
         if dtype is not None:
             arrays["signals"] = arrays["signals"].astype(dtype)
-        attrs = {k: v for k, v in dataset.attrs.items() if k not in ("n_total", "n_written")}
+        attrs = {k: v for k, v in dataset.attrs.items() if k not in ("n_total", "n_written", OWNER_ATTR)}
     return write_dataset(dst, arrays, attrs)

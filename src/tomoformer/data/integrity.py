@@ -16,6 +16,7 @@ import contextlib
 import math
 import os
 import re
+import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,41 @@ def has_checksum(array: Any) -> bool:
     return any(type(codec).__name__ == "Crc32cCodec" for codec in codecs)
 
 
+# Numeric dataset attributes the models and simulators read, with the ranges a real value lies in.
+ATTRIBUTE_RANGES: dict[str, tuple[float, float, str]] = {
+    "frequency_hz": (1e3, 1e13, "a positive frequency in Hz"),
+    "rx_height_m": (HEIGHT_RANGE_M[0], HEIGHT_RANGE_M[1], "a receiver height in metres, 0 to 10 km"),
+}
+
+
+def attribute_problems(attrs: dict[str, Any]) -> list[str]:
+    """Problems of the numeric attributes of :data:`ATTRIBUTE_RANGES` (a string, NaN, negative or absurd value
+    would fail later, deep inside a model or simulator); absent attributes are fine."""
+    problems = []
+    for key, (low, high, what) in ATTRIBUTE_RANGES.items():
+        value = attrs.get(key)
+        if value is None:
+            continue
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if not number or not math.isfinite(value) or not low <= value <= high:
+            problems.append(f"attribute {key!r} is {value!r}, expected {what} (in [{low:g}, {high:g}])")
+    return problems
+
+
+def unchecksummed_arrays(dataset: SignalDataset) -> list[str]:
+    """The arrays whose chunks carry no checksum (a Zarr array without crc32c, an HDF5 dataset without
+    Fletcher-32): a changed byte in them reads as a plausible value. ``.npz`` members carry zip CRC-32s."""
+    if dataset.format == "zarr":
+        return [key for key, array in dataset.arrays.items() if not has_checksum(array)]
+    if dataset.format == "h5":
+        return [
+            key
+            for key, array in dataset.arrays.items()
+            if getattr(array, "chunks", None) and not getattr(array, "fletcher32", False)
+        ]
+    return []
+
+
 # --------------------------------------------------------------------------------------------- storage
 
 
@@ -89,15 +125,36 @@ def _walk(root: Path) -> tuple[list[str], dict[str, list[str]]]:
                     links.append(name)
                 elif entry.is_dir(follow_symlinks=False):
                     stack.append(name)
+                elif not entry.is_file(follow_symlinks=False):
+                    raise _SpecialFileError(name)  # a FIFO or device would block or never end when read
                 elif "/" in name:
                     top, sub = name.split("/", 1)
                     files.setdefault(top, []).append(sub)
     return sorted(links), files
 
 
+class _SpecialFileError(Exception):
+    """An entry of a store that is neither a regular file, a folder nor a link."""
+
+
+def special_file_problem(path: Path) -> str | None:
+    """A one-line problem when ``path`` (a file expected) is not a regular file: a FIFO, device or folder is
+    never opened (reading it could block forever or never end); None for a regular file or a missing path."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    if stat.S_ISREG(mode):
+        return None
+    kind = "a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "not a regular file"
+    return f"{kind}, where a file is expected; it is not read"
+
+
 def _zarr_problems(dataset: SignalDataset) -> list[str]:
     try:
         links, files = _walk(dataset.path)
+    except _SpecialFileError as err:
+        return [f"{err.args[0]} is not a regular file (a FIFO or device); a store holds files only"]
     except OSError as err:
         return [f"cannot list the store ({err.strerror or err})"]
     if links:

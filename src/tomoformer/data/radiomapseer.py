@@ -19,8 +19,9 @@ from typing import Any
 import numpy as np
 
 from tomoformer.data.format import ZarrWriter, dataset_format, write_dataset
+from tomoformer.data.integrity import special_file_problem
 from tomoformer.errors import ConfigError, DataError
-from tomoformer.io import remove, replace
+from tomoformer.io import remove_ours, replace
 
 GAIN_MIN_DB, GAIN_MAX_DB = -186.0, -47.0
 SIMULATIONS = ("DPM", "IRT2", "IRT4", "carsDPM", "carsIRT2", "carsIRT4")
@@ -49,6 +50,10 @@ def gain_to_db(pixels: np.ndarray) -> np.ndarray:
     return np.where(pixels == 0, np.float32(np.nan), db).astype(np.float32)
 
 
+MAX_MAP_NUMBER = 99_999  # RadioMapSeer has 701 maps; a larger number is a typo that would allocate a huge list
+MAX_IMAGE_PIXELS = 1 << 24  # 4096 x 4096; RadioMapSeer images are 256 x 256
+
+
 def parse_maps(text: str) -> list[int]:
     """``"0-99,150,200-201"`` to [0, 1, ..., 99, 150, 200, 201]; ConfigError on anything else."""
     out: list[int] = []
@@ -59,6 +64,8 @@ def parse_maps(text: str) -> list[int]:
         a, b = int(lo), int(hi) if sep else int(lo)
         if b < a:
             raise ConfigError(f"--maps: range {part.strip()!r} ends before it starts")
+        if b > MAX_MAP_NUMBER or len(out) + (b - a + 1) > MAX_MAP_NUMBER + 1:
+            raise ConfigError(f"--maps: {part.strip()!r} goes beyond map {MAX_MAP_NUMBER:,} (the bound of --maps)")
         out += range(a, b + 1)
     return sorted(set(out))
 
@@ -191,7 +198,7 @@ def import_radiomapseer(
                 collected.append(block)
                 continue
             if writer is None:
-                remove(partial)
+                remove_ours(partial)  # a partial store of an earlier run (never someone else's)
                 writer = ZarrWriter(partial, n_total=len(plan.samples), arrays_like=block, attrs=attrs)
             writer.write(k, block)
         if writer is None:
@@ -200,8 +207,8 @@ def import_radiomapseer(
         else:
             replace(partial, out)
     finally:
-        if writer is not None or (fmt == "zarr" and partial.exists()):
-            remove(partial)  # left only by a failure: the temporary store of this run
+        if writer is not None and partial.exists():
+            remove_ours(partial)  # left only by a failure: the temporary store of this run
     return out, len(plan.samples), time.perf_counter() - start
 
 
@@ -209,8 +216,14 @@ def _read_png(path: Path, shape: tuple[int, int] | None = None) -> np.ndarray:
     """A PNG as a 2D uint8 array (first channel of colour images); DataError naming the file otherwise."""
     from PIL import Image, UnidentifiedImageError
 
+    problem = special_file_problem(path)
+    if problem:
+        raise DataError(f"{path}: {problem}")
     try:
         with Image.open(path) as image:
+            width, height = image.size  # from the header: checked before any pixel is decoded
+            if width * height > MAX_IMAGE_PIXELS:
+                raise DataError(f"{path}: {width} x {height} pixels, more than {MAX_IMAGE_PIXELS:,}; refused")
             array = np.asarray(image)
     except FileNotFoundError:
         raise DataError(f"{path}: missing file") from None

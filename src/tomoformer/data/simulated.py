@@ -18,8 +18,8 @@ import numpy as np
 
 from tomoformer.data.format import ZarrWriter, dataset_format, open_dataset, write_dataset
 from tomoformer.data.shards import SHARD_ATTR, Shard
-from tomoformer.errors import ConfigError, DataError
-from tomoformer.io import _remove_tree, is_ours, remove, replace
+from tomoformer.errors import ConfigError, DataError, OutputError
+from tomoformer.io import is_ours, remove, replace, wholly_ours
 from tomoformer.outputs import check_not_input, check_output, output_lock
 from tomoformer.sim import STYLES, SimConfig, dataset_attrs, simulate_samples
 from tomoformer.sim.calibrate import Calibration, calibrate_arrays
@@ -113,6 +113,8 @@ def _simulate_into(
     """The writing part of :func:`simulate_dataset`, under ``out``'s lock; ``n`` samples of this store."""
     report = on_progress or (lambda done: None)
     partial = out.with_name(f".{out.stem}.partial{out.suffix}")
+    if os.path.lexists(partial) and not wholly_ours(partial):
+        raise OutputError(f"{partial}: exists and tomoformer did not write it; move it away (simulate's temporary)")
     resumable = resume and fmt == "zarr" and partial.exists() and ZarrWriter.reopen(partial)[1] > 0
     if resume and not resumable and fmt == "zarr" and is_ours(out):
         with open_dataset(out) as done:
@@ -135,10 +137,8 @@ def _simulate_into(
         _check_same_run(partial, writer.group.attrs, attrs, n)
         print(f"resuming {out}: {done} of {n} samples already written")
         report(done)
-    elif (partial / "zarr.json").is_file():
-        _remove_tree(partial)  # our own hidden partial store of an earlier run (named after out)
     else:
-        remove(partial)
+        remove(partial)  # our own hidden partial store of an earlier run (its stamp says so), if any
     for start in _steps(n, done, chunk, progress):
         block = block_at(start)
         if writer is None:

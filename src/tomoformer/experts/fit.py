@@ -72,8 +72,11 @@ def run_experts_fit(config: ExpertsConfig) -> ExpertsResult:
     The run folder follows the output policy (:func:`tomoformer.outputs.run_folder`): ``resume`` continues only
     a run of the same options, and a finished run is reported, not fitted again.
     """
+    from tomoformer.data.identity import IDENTITY_KEY, IDENTITY_MAY_CHANGE, data_identity
+
     record = config.to_dict()
     record.pop("overwrite", None)
+    record[IDENTITY_KEY] = data_identity(config.data, config.val_data)  # --resume compares data by identity
     inputs = (config.data, config.val_data, config.init_checkpoint, config.encoder_checkpoint)
     with run_folder(
         config.out,
@@ -82,7 +85,7 @@ def run_experts_fit(config: ExpertsConfig) -> ExpertsResult:
         resume=config.resume,
         overwrite=config.overwrite,
         inputs=inputs,
-        may_change=RESUME_MAY_CHANGE,
+        may_change=RESUME_MAY_CHANGE | IDENTITY_MAY_CHANGE,
     ) as run:
         if run.resumed and run.finished and (run.path / "model.ckpt").is_file():
             print(f"{run.path}: this experts run has already finished; nothing to do")

@@ -22,6 +22,7 @@ from tomoformer.geometry import require_geo
 
 # How each building's height was found, in this order of preference (index = code stored per building).
 HEIGHT_RULES: tuple[str, ...] = ("height", "levels", "default")
+MAX_BUILDING_HEIGHT_M = 1000.0  # the tallest building is 828 m: a larger height is a unit or typing error
 OSM_LICENCE = "© OpenStreetMap contributors, ODbL 1.0 (https://www.openstreetmap.org/copyright)"
 OGR_SUFFIXES = (".gpkg", ".geojson", ".json", ".shp", ".fgb", ".gml", ".kml", ".sqlite")
 _LEVEL_COLUMNS = ("building:levels", "building_levels", "levels")
@@ -93,6 +94,15 @@ def read_footprints(
     projected = frame.to_crs(local)
     polygons = np.asarray(projected.geometry.values, dtype=object)
     heights, rules = _heights(frame, default_height_m, metres_per_level, np.random.default_rng(seed))
+    absurd = np.flatnonzero(~(heights <= MAX_BUILDING_HEIGHT_M))
+    if absurd.size:
+        k = int(absurd[0])
+        rule = HEIGHT_RULES[int(rules[k])]
+        raise DataError(
+            f"{path}: building {k} has a height of {float(heights[k]):g} m (from its {rule}), beyond "
+            f"{MAX_BUILDING_HEIGHT_M:g} m{f' ({absurd.size} such buildings)' if absurd.size > 1 else ''}; fix the "
+            "source or drop those buildings"
+        )
     if licence is None:
         licence = OSM_LICENCE if kind == "osm" else "unknown (not given with --licence)"
     return Footprints(_stem(path), path, polygons, heights, rules, local, centre, licence)

@@ -13,7 +13,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tomoformer.errors import ConfigError
 from tomoformer.geometry.footprints import Footprints
+
+MAX_TILE_POSITIONS = 2_000_000  # tile centres tried over all grids of one source
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,15 @@ class Rasteriser:
 
         hull_xy = shapely.get_coordinates(self.hull)
         span, step = size * cell, stride * cell
+        # Bounded before any grid is allocated: each grid spans at most the hull's diagonal in both directions.
+        diagonal = float(np.hypot(*(hull_xy.max(axis=0) - hull_xy.min(axis=0)))) if len(hull_xy) else 0.0
+        positions = rotations * (diagonal / step + 2) ** 2
+        if not positions <= MAX_TILE_POSITIONS:
+            raise ConfigError(
+                f"a tile every {stride} cells of {cell:g} m on {rotations} grid(s) over this data gives up to "
+                f"{positions:.3g} tile positions (at most {MAX_TILE_POSITIONS:,}); give a larger --stride or "
+                "--cell-size-m, or fewer --rotations"
+            )
         out: list[Placement] = []
         for r in range(rotations):
             angle = 0.0 if r == 0 else float(rng.uniform(0.0, 360.0))

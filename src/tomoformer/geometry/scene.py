@@ -42,7 +42,7 @@ def write_tile_scene(
         materials, names = building_materials(heights, np.random.default_rng(seed)), BUILDING_MATERIALS
     else:
         materials, names = np.zeros(heights.shape, int), (material,)
-    claim = claim_output(out, overwrite=overwrite, command="geometry scene", inputs=(store,))
+    claim = claim_output(out, overwrite=overwrite, command="geometry scene", inputs=(store,), whole=True)
     with claim, atomic_path(out) as tmp:
         tmp.mkdir()
         write_city_scene(tmp, heights, cell, materials, ground_margin_m, wall_thickness_m, names)

@@ -22,7 +22,7 @@ from tomoformer.data.format import ZarrWriter, dataset_format, write_dataset
 from tomoformer.data.readers import plain_attr
 from tomoformer.data.schema import jsonable
 from tomoformer.errors import ConfigError, DataError
-from tomoformer.io import remove, replace
+from tomoformer.io import remove_ours, replace
 
 GEOMETRY_KIND = "geometry"
 
@@ -49,10 +49,12 @@ class ImportOptions:
         """ConfigError naming the flag for values that cannot work."""
         checks = [
             (self.cell_size_m > 0 and np.isfinite(self.cell_size_m), "--cell-size-m must be a positive number"),
-            (self.tile >= 2, "--tile must be at least 2 cells"),
-            (self.stride >= 1, "--stride must be at least 1 cell"),
-            (self.rotations >= 1, "--rotations must be at least 1"),
+            (self.cell_size_m <= 1000, "--cell-size-m must be at most 1000 metres"),
+            (2 <= self.tile <= MAX_TILE, f"--tile must be 2 to {MAX_TILE} cells"),
+            (1 <= self.stride <= MAX_TILE * 100, f"--stride must be 1 to {MAX_TILE * 100} cells"),
+            (1 <= self.rotations <= MAX_ROTATIONS, f"--rotations must be 1 to {MAX_ROTATIONS}"),
             (0 <= self.min_built_fraction < 1, "--min-built-fraction must be in [0, 1)"),
+            (0 <= self.rx_height_m <= 1000, "--rx-height-m must be 0 to 1000 metres"),
             (
                 0 < self.default_height_m[0] <= self.default_height_m[1] < 1000,
                 "--default-height-m must be LO,HI with 0 < LO <= HI < 1000 metres",
@@ -174,12 +176,14 @@ def import_geometry(
             writer.group.attrs.update({**jsonable(final_attrs), "n_total": n, "n_written": n})
             replace(partial, out)
     finally:
-        if writer is not None or (fmt == "zarr" and partial.exists()):
-            remove(partial)  # left only by a failure: the temporary store of this run
+        if writer is not None and partial.exists():
+            remove_ours(partial)  # left only by a failure: the temporary store of this run
     seconds = time.perf_counter() - start
     return ImportSummary(out, dict(zip(names, counts, strict=True)), attrs["height_rules"], seconds)
 
 
+MAX_TILE = 4096  # cells per tile side: one tile is then 64 MiB of float32 heights
+MAX_ROTATIONS = 360
 _BLOCK = 64  # tiles per Zarr write: one write per tile would spend more time in Zarr than in rasterising
 
 
@@ -188,7 +192,7 @@ def _flush(
 ) -> ZarrWriter:
     """Write the pending tiles ``blocks`` at ``start`` (creating the partial store first) and empty the list."""
     if writer is None:
-        remove(partial)
+        remove_ours(partial)  # a partial store of an earlier run (never someone else's)
         writer = ZarrWriter(partial, n_total=n_max, arrays_like=blocks[0], attrs=attrs)
     writer.write(start, {key: np.concatenate([b[key] for b in blocks]) for key in blocks[0]})
     blocks.clear()

@@ -70,7 +70,7 @@ class RunOptions:
     )
     progress: bool = option(True, "live progress bar on a terminal")
     resume: bool = option(False, "continue the run in --out from its last checkpoint")
-    overwrite: bool = option(False, "replace an existing output (only a folder tomoformer wrote; an input never)")
+    overwrite: bool = option(False, "replace the run in --out (only the entries that run recorded are removed)")
 
 
 @dataclass

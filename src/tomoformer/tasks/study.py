@@ -117,6 +117,10 @@ def _run_study(
     for name in names:  # e.g. freeze:K deeper than the model: fail now, not hours into the study
         apply_policy(create_model(loaded.name, **loaded.model_kwargs), name)
     names = list(dict.fromkeys(names + ([SCRATCH] if scratch else [])))
+    for path in (data, val_data, test_data):  # bad data fails before the study folder is touched
+        if path is not None:
+            with open_dataset(path, require_buildings=True):
+                pass
     out.mkdir(parents=True, exist_ok=True)
     _claim_settings(out, study_record(checkpoint, data, val_data, test_data, config), resume)
     done = _read_rows(out / "results.csv") if resume else []

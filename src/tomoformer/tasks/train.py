@@ -19,10 +19,10 @@ import torch
 
 from tomoformer.checkpoint import save_checkpoint
 from tomoformer.data.datamodule import SignalDataModule
-from tomoformer.io import atomic_path, write_text_atomic
+from tomoformer.io import atomic_path, recorded_entries, write_text_atomic
 from tomoformer.models.protocol import requires_fit
 from tomoformer.models.registry import create_model
-from tomoformer.outputs import RunFolder, run_folder
+from tomoformer.outputs import RunFolder, claim_names, run_folder
 from tomoformer.tasks.config import TrainConfig
 from tomoformer.tasks.mapping import MappingTask
 
@@ -63,14 +63,20 @@ def open_run(
     Call ``run.begin()`` once the data and model are ready (it writes ``config.yaml``), ``run.finish(...)`` at the
     end; a failure in between leaves no fresh run folder behind.
     """
+    from tomoformer.data.identity import IDENTITY_KEY, IDENTITY_MAY_CHANGE, data_identity
+
+    # The data's fingerprint, not its path as typed, decides what --resume continues (and bad data fails here,
+    # before the run folder is touched).
+    stored = run_record(config, record)
+    stored[IDENTITY_KEY] = data_identity(stored.get("data"), stored.get("val_data"))
     with run_folder(
         config.out,
-        record=run_record(config, record),
+        record=stored,
         command=command,
         resume=config.resume,
         overwrite=config.overwrite,
         inputs=(config.data, config.val_data, *inputs),
-        may_change=RESUME_MAY_CHANGE,
+        may_change=RESUME_MAY_CHANGE | IDENTITY_MAY_CHANGE,
     ) as run:
         L.seed_everything(config.seed, workers=True, verbose=False)
         yield run
@@ -207,8 +213,11 @@ def fit_task(
     log_version = f"logs-{1 + max((int(p.name[5:]) for p in logs if p.name != 'logs'), default=0)}"
     if not resume_from:
         log_version = "logs"
+        ours = recorded_entries(out)
         for old in logs:
-            shutil.rmtree(old, ignore_errors=True)
+            if old.name in ours:
+                shutil.rmtree(old, ignore_errors=True)
+    claim_names(out, [log_version, "tensorboard", "checkpoints"])
     trainer = L.Trainer(
         default_root_dir=out,
         max_epochs=config.max_epochs,
