@@ -79,6 +79,11 @@ def simulate_with_ray(
             work = _shard_folder(out, n, count, resume)
             # Shards are Zarr stores whatever the output format: only those resume.
             paths = [work / f"{shard_name(i, count)}.zarr" for i in range(count)]
+            # Each shard's store, its hidden partial store and its lock: the names a shard task may leave here,
+            # recorded so that the folder stays wholly ours and is deleted after the merge.
+            write_marker(
+                work, add=[name for p in paths for name in (p.name, f".{p.stem}.partial.zarr", f"{p.name}.lock")]
+            )
             _run_shards(ray, paths, n, count, simulate_args, geometry, max_retries, progress, gpus_per_task)
         merge_shards([str(p) for p in paths], out)
         with open_dataset(out):

@@ -86,7 +86,7 @@ def merged_attrs(sources: list[tuple[str, dict[str, Any], int]]) -> dict[str, An
             f"{first_path}: is shard {first[SHARD_ATTR].get('index')} of {count}, but {len(sources)} "
             f"shard stores were given; merge all {count}, in order"
         )
-    run = _run_attrs(first)
+    run = run_attrs(first)
     for expected, (path, attrs, samples) in enumerate(sources):
         if not is_shard(attrs):
             raise DataError(f"{path}: not a shard (no '{SHARD_ATTR}' attribute), but {first_path} is one")
@@ -101,7 +101,7 @@ def merged_attrs(sources: list[tuple[str, dict[str, Any], int]]) -> dict[str, An
         start, stop = Shard(index, count).bounds(n)
         if (attrs[SHARD_ATTR].get("start"), attrs[SHARD_ATTR].get("stop"), samples) != (start, stop, stop - start):
             raise DataError(f"{path}: holds {samples} samples, but shard {index}/{count} of {n} is [{start}, {stop})")
-        other = _run_attrs(attrs)
+        other = run_attrs(attrs)
         for key in sorted(set(run) | set(other)):
             if _normal(run.get(key)) != _normal(other.get(key)):
                 raise DataError(f"{path}: attribute {key!r} differs from {first_path}: not a shard of the same run")
@@ -115,7 +115,8 @@ def _shard_field(path: str, attrs: dict[str, Any], key: str) -> int:
     return value
 
 
-def _run_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
+def run_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
+    """A store's attributes without those that belong to one store (its shard block, progress, ownership stamp)."""
     return {k: v for k, v in attrs.items() if k not in _PER_STORE}
 
 
