@@ -154,3 +154,50 @@ def test_itu_walls_draw_real_materials() -> None:
 def test_bad_condition_options_are_config_errors(key: str, value: object) -> None:
     with pytest.raises(ConfigError, match=key):
         SimConfig.from_dict({key: value})
+
+
+def test_scene_writer_real_materials_per_building(tmp_path) -> None:
+    from tomoformer.sim.scenes import real_building_materials, write_city_scene
+
+    heights = np.zeros((12, 12), np.float32)
+    for k in range(6):  # six buildings of distinct heights
+        heights[2 * k : 2 * k + 2, 1:5] = 5.0 + k
+    index, names, kinds = real_building_materials(heights, np.random.default_rng(3))
+    for k in range(6):
+        block = index[2 * k : 2 * k + 2, 1:5]
+        assert (block == block[0, 0]).all()  # one material per building
+    for name in names:
+        material, thickness = kinds[name]
+        lo, hi = WALL_THICKNESS_M[material]
+        assert material in WALL_MATERIALS and lo - 0.05 <= thickness <= hi + 0.05
+    xml = write_city_scene(tmp_path, heights, 2.0, index, 4.0, 0.3, names, kinds).read_text()
+    for name in names:
+        material, thickness = kinds[name]
+        assert f'id="mat-{name}"' in xml and f'value="{material}"' in xml and f'value="{thickness:g}"' in xml
+
+
+def test_scene_writer_terrain_ground_and_buildings_on_it(tmp_path) -> None:
+    from tomoformer.sim.meshes import read_ply
+    from tomoformer.sim.scenes import receiver_surface, write_city_scene
+
+    heights = np.zeros((8, 8), np.float32)
+    heights[2:4, 2:4] = 10.0
+    margin = 3
+    ground = np.tile(np.linspace(0.0, 7.0, 14, dtype=np.float32), (14, 1))  # rising eastwards, 0.5 m per cell
+    write_city_scene(tmp_path, heights, 2.0, np.zeros((8, 8), int), 0.0, terrain=ground)
+    terrain_mesh = read_ply(tmp_path / "ground.ply")
+    assert len(terrain_mesh.faces) == 2 * 13 * 13
+    assert terrain_mesh.vertices[:, 2].min() == 0.0 and abs(terrain_mesh.vertices[:, 2].max() - 7.0) < 1e-5
+    v, f = terrain_mesh.vertices, terrain_mesh.faces
+    assert (np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])[:, 2] > 0).all()  # facing up
+    # the ground spans the margin: from -margin cells to the tile's east edge + margin cells
+    assert terrain_mesh.vertices[:, 0].min() < 0 and terrain_mesh.vertices[:, 0].max() > 16.0
+    building = read_ply(tmp_path / "buildings-concrete.ply")
+    roof = building.vertices[:, 2].max()
+    assert abs(roof - (10.0 + ground[margin + 3, margin + 3])) < 1e-4  # roof = building height over its ground
+    surface = receiver_surface(ground[margin:-margin, margin:-margin], 2.0, 1.5)
+    assert len(surface.faces) == 2 * 64
+    z = surface.vertices[surface.faces[::2, 0], 2].reshape(8, 8)
+    np.testing.assert_allclose(z, ground[margin:-margin, margin:-margin] + 1.5, atol=1e-5)
+    normals = np.cross(*(surface.vertices[surface.faces[:, k]] - surface.vertices[surface.faces[:, 0]] for k in (1, 2)))
+    assert (normals[:, 2] > 0).all()
