@@ -243,8 +243,6 @@ def not_run(cond: Condition, engine: str) -> str:
     """Why ``engine`` cannot make ``cond`` ('' when it can)."""
     if cond.ray is not None and engine != "sionna":
         return "not run (fast engine)"
-    if engine == "sionna" and cond.overrides.get("terrain_max_m", 0) > 0:
-        return "not run (no terrain in the ray-traced scenes)"
     return ""
 
 

@@ -201,3 +201,46 @@ def test_scene_writer_terrain_ground_and_buildings_on_it(tmp_path) -> None:
     np.testing.assert_allclose(z, ground[margin:-margin, margin:-margin] + 1.5, atol=1e-5)
     normals = np.cross(*(surface.vertices[surface.faces[:, k]] - surface.vertices[surface.faces[:, 0]] for k in (1, 2)))
     assert (normals[:, 2] > 0).all()
+
+
+def _need_sionna() -> None:
+    import os
+
+    from tomoformer.sim import sionna as sionna_module
+
+    pytest.importorskip("sionna.rt")
+    if not (sionna_module.find_llvm() or os.environ.get("DRJIT_LIBLLVM_PATH")):
+        pytest.skip("no LLVM >= 19 for Dr.Jit's CPU backend")
+
+
+def test_ray_trace_with_real_materials_and_a_ring_layout() -> None:
+    _need_sionna()
+    from tomoformer.sim.sionna import RayOptions, sionna_samples
+
+    config = SimConfig(size=16, frames=2, tx_layout="ring", tx_outside_max_cells=4.0)
+    options = RayOptions(samples_per_tx=20_000, max_depth=2, building_material="real")
+    out = sionna_samples(config, 0, 0, 1, options=options)
+    assert out["signals"].shape == (1, 2, 16, 16) and np.isfinite(out["signals"]).mean() > 0.5
+    assert ((out["tx_pos"][0, :, :2] < -0.5) | (out["tx_pos"][0, :, :2] > 15.5)).any(-1).all()
+
+
+def test_ray_trace_on_terrain_is_measured_on_the_ground() -> None:
+    _need_sionna()
+    from tomoformer.sim.sionna import RayOptions, radio_maps
+
+    heights = np.zeros((16, 16), np.float32)
+    heights[4:8, 10:14] = 12.0
+    margin = 3
+    ground = np.zeros((22, 22), np.float32)
+    ground[:, margin + 6 : margin + 8] = 25.0  # a ridge across the tile, columns 6-7
+    tx = np.array([[8.0, 2.0, 3.0]], np.float32)
+    config = SimConfig(size=16, frames=1)
+    options = RayOptions(samples_per_tx=50_000, max_depth=2)
+    flat = radio_maps(heights, tx, config, options)
+    ridge = radio_maps(heights, tx, config, options, terrain=ground)
+    assert ridge.shape == flat.shape == (1, 16, 16)
+    near = np.nanmedian(ridge[0, :, :5]) - np.nanmedian(flat[0, :, :5])
+    assert abs(near) < 6.0  # in front of the ridge: about the same
+    behind_flat, behind_ridge = flat[0, :, 10:][heights[:, 10:] == 0], ridge[0, :, 10:][heights[:, 10:] == 0]
+    # behind the ridge: much weaker (or nothing arrives)
+    assert np.nanmedian(np.nan_to_num(behind_ridge, nan=-300.0)) < np.nanmedian(behind_flat) - 10
