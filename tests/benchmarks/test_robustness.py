@@ -114,3 +114,29 @@ def test_work_folder_with_other_settings_is_refused(tmp_path: Path) -> None:
 def test_bad_t_range_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code = robustness.main(["--t-ref", "64", "--t-max", "8", "--out", str(tmp_path / "o"), "--work", str(tmp_path)])
     assert code == 2 and "--t-ref" in capsys.readouterr().err
+
+
+def _geometry(path: Path, names: list[str]) -> Path:
+    from tomoformer.data.format import write_dataset
+
+    heights = np.zeros((2, 16, 16), np.float32)
+    heights[0, 2:8, 3:9], heights[1, 9:14, 4:12] = 12.0, 20.0
+    arrays = {"heights": heights, "buildings": (heights > 1.5).astype(np.uint8), "group": np.array([0, 1], np.int16)}
+    return write_dataset(path, arrays, {"kind": "geometry", "cell_size_m": 2.0, "group_names": names})
+
+
+def test_test_geometry_tiles_are_the_test_tiles(tmp_path: Path) -> None:
+    from tomoformer.geometry.source import GeometrySource
+
+    geometry = GeometrySource(_geometry(tmp_path / "geo.zarr", ["munich", "florence"]))
+    grid = {c.name: c for c in robustness.conditions(4, 16)}
+    data = robustness.test_data(_args(n_test=2), grid["rooftop"], geometry, {})
+    np.testing.assert_array_equal(data["buildings"], [geometry.heights(i) > 1.5 for i in range(2)])
+
+
+def test_san_francisco_test_geometry_is_refused_before_any_work(tmp_path: Path, capsys) -> None:
+    geo = _geometry(tmp_path / "geo.zarr", ["munich", "san_francisco"])
+    work = tmp_path / "work"
+    code = robustness.main(["--test-geometry", str(geo), "--out", str(tmp_path / "o"), "--work", str(work)])
+    assert code == 2 and "san francisco" in capsys.readouterr().err
+    assert not work.exists()
