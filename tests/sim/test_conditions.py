@@ -33,6 +33,13 @@ def test_layout_shapes_and_determinism(layout: str) -> None:
     np.testing.assert_allclose(a["signals"][1], b["signals"][0], rtol=0, atol=1e-4)
 
 
+def test_batched_terrain_matches_one_by_one() -> None:
+    config = SimConfig(**SMALL, tx_layout="ring", terrain_max_m=60.0, wall_material="itu")
+    one = simulate_samples(config, 2, 0, 3, batched=False)
+    batch = simulate_samples(config, 2, 0, 3, batched=True)
+    np.testing.assert_allclose(one["signals"], batch["signals"], rtol=0, atol=1e-3)
+
+
 def test_ring_transmitters_lie_outside_the_grid() -> None:
     out = _sim(count=3, tx_layout="ring", tx_outside_max_cells=10.0)
     rc = out["tx_pos"][..., :2]

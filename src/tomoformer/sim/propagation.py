@@ -140,7 +140,7 @@ def path_gain_and_loss_db(
         if ground is not None:
             over_terrain[sl] = terrain_loss_db(
                 ground, owner[sl], origin[sl], tx[sl, 2], margin, (H, W), n_radii, A, step,
-                config.cell_size_m, config.rx_height_m, wavelength,
+                config.cell_size_m, config.rx_height_m, wavelength, table_extent(origin_host[sl], H, W),
             )  # fmt: skip
 
     # Free-space loss from the exact position; squared distances are separable in rows and columns.

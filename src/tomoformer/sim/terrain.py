@@ -65,12 +65,14 @@ def terrain_loss_db(
     cell_m: float,
     rx_height_m: float,
     wavelength_m: float,
+    ext: int | None = None,
 ) -> torch.Tensor:
     """Knife-edge loss over terrain float32 [F, H, W] dB >= 0 for F frames.
 
     terrain: [B, H + 2 margin, W + 2 margin] metres; owner: [F] map of each frame; origin: [F, 2] integer tile
     cells of the transmitters (may lie outside the tile, within the margin); h_tx: [F] metres above the ground;
-    n_radii rays of ``step`` cells reach every tile cell from its origin.
+    n_radii rays of ``step`` cells reach every tile cell from its origin. ``ext``: ``table_extent`` of the origins
+    (pass it, computed from a host copy, to spare a device-to-host sync).
     """
     H, W = size
     padded_origin = origin + margin
@@ -92,7 +94,8 @@ def terrain_loss_db(
     loss = torch.where(d1 > 0, knife_edge_db(v), torch.zeros_like(v))
     loss = torch.cat([loss, loss[:, -1:]], dim=1)  # resample_to_grid reads one row past n_radii
     out = torch.empty(loss.shape[0], H, W, device=loss.device)
-    return resample_to_grid(loss, origin, out, step, ext=table_extent(origin.cpu(), H, W))
+    ext = table_extent(origin.cpu(), H, W) if ext is None else ext
+    return resample_to_grid(loss, origin, out, step, ext=ext)
 
 
 def ground_at(terrain: torch.Tensor, owner: torch.Tensor, cells: torch.Tensor, margin: int) -> torch.Tensor:
