@@ -26,6 +26,12 @@ STYLES: tuple[str, ...] = (
     "openspace",
 )
 TX_MODES = ("random", "path")
+# Where random-mode transmitters stand (sim/layouts.py): "random" = outdoors, tx_outside_fraction of them in a band
+# around the tile; "inside" = outdoors inside the tile; "ring" = on a ring outside the tile; "rooftop" = on roofs,
+# 1-3 m above them; "street" = outdoors inside the tile at 1.5-3 m.
+TX_LAYOUTS = ("random", "inside", "ring", "rooftop", "street")
+# "range": wall_loss_db drawn from its range; "itu": each map draws a wall material and thickness (sim/materials.py).
+WALL_MATERIAL_MODES = ("range", "itu")
 SPARSITY_MODES = ("random", "path")
 # Per-sample physics: a number, or a (low, high) pair drawn per sample.
 Range = float | tuple[float, float]
@@ -65,6 +71,13 @@ class SimConfig:
     # Fraction of random-mode transmitters placed outside the grid, at most tx_outside_max_cells away.
     tx_outside_fraction: float = 0.0
     tx_outside_max_cells: float = 25.0
+    # Transmitter layout of tx_mode "random" (TX_LAYOUTS); the ring's width is tx_outside_max_cells.
+    tx_layout: str = "random"
+    # Smooth random terrain (sim/terrain.py): relief from 0 to terrain_max_m metres (0 = flat, as before), with
+    # hills about terrain_scale_m across; heights of buildings, transmitters and receivers are above the ground.
+    terrain_max_m: float = 0.0
+    terrain_scale_m: float = 120.0
+    wall_material: str = "range"
     style: str = "mixed"
     # Physics drawn per sample (``tomoformer.sim.physics``): each of these is a number or a [low, high] range
     # (a number is a range of width 0). Losses with low > 0 are drawn log-uniform, everything else uniform.
@@ -131,6 +144,19 @@ class SimConfig:
         need(self.tx_path_step_cells >= 1, f"tx_path_step_cells must be >= 1, got {self.tx_path_step_cells}")
         need(0 <= self.tx_outside_fraction <= 1, "tx_outside_fraction must be in [0, 1]")
         need(self.tx_outside_max_cells > 0, "tx_outside_max_cells must be > 0")
+        need(self.tx_layout in TX_LAYOUTS, f"tx_layout must be one of {TX_LAYOUTS}, got {self.tx_layout!r}")
+        need(
+            math.isfinite(self.terrain_max_m) and 0 <= self.terrain_max_m <= 2000,
+            f"terrain_max_m must be in [0, 2000] metres, got {self.terrain_max_m}",
+        )
+        need(
+            math.isfinite(self.terrain_scale_m) and self.terrain_scale_m > 0,
+            f"terrain_scale_m must be > 0, got {self.terrain_scale_m}",
+        )
+        need(
+            self.wall_material in WALL_MATERIAL_MODES,
+            f"wall_material must be one of {WALL_MATERIAL_MODES}, got {self.wall_material!r}",
+        )
         need(
             self.style == "mixed" or self.style in STYLES,
             f"style must be 'mixed' or one of {STYLES}, got {self.style!r}",

@@ -119,6 +119,23 @@ def extrude_heights(
     return {int(m): _quad_mesh(q[owner == m], n[owner == m]) for m in np.unique(owner)}
 
 
+def heightfield(ground: np.ndarray, cell: float, origin: tuple[float, float] = (0.0, 0.0)) -> TriangleMesh:
+    """A terrain surface through the centres of the cells of ``ground`` [H, W] metres, facing up: two triangles
+    per square of four neighbouring cell centres. Cell (i, j) is centred at (x0 + (j + 0.5) cell,
+    y0 + (H - i - 0.5) cell), as in the module's tile convention."""
+    ground = np.asarray(ground, np.float64)
+    H, W = ground.shape
+    if H < 2 or W < 2:
+        raise DataError(f"a heightfield needs at least 2 x 2 cells, got {H} x {W}")
+    x0, y0 = origin
+    jj, ii = np.meshgrid(np.arange(W), np.arange(H))
+    vertices = np.stack([x0 + (jj + 0.5) * cell, y0 + (H - ii - 0.5) * cell, ground], -1).reshape(-1, 3)
+    v = (ii * W + jj)[:-1, :-1].reshape(-1)
+    # Counter-clockwise seen from above (x east, y north, row index growing southwards).
+    faces = np.concatenate([np.stack([v, v + W, v + W + 1], 1), np.stack([v, v + W + 1, v + 1], 1)])
+    return TriangleMesh(vertices.astype(np.float32), faces.astype(np.int32))
+
+
 def ground_plane(x0: float, y0: float, x1: float, y1: float, z: float = 0.0) -> TriangleMesh:
     """The rectangle [x0, x1] x [y0, y1] at height z, facing up."""
     return _quad_mesh(_corners([x0], [x1], [y0], [y1], [z], [z]), np.array([[0.0, 0.0, 1.0]]))

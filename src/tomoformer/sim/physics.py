@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from tomoformer.sim.config import RANGE_FIELDS, SimConfig
+from tomoformer.sim.materials import draw_roof, draw_wall, slab_loss_db
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,8 @@ def draw_value(config: SimConfig, name: str, rng: np.random.Generator) -> float:
 def draw_physics(config: SimConfig, rng: np.random.Generator) -> Physics:
     """Draw one sample's physics from ``config``'s ranges (a fixed order of draws, so the same rng state gives
     the same physics)."""
+    if config.wall_material == "itu":
+        return _draw_itu_physics(config, rng)
     wall = draw_value(config, "wall_loss_db", rng)
     indoor = draw_value(config, "indoor_loss_db_per_m", rng)
     if config.roof_loss_db is None:
@@ -79,11 +82,41 @@ def draw_physics(config: SimConfig, rng: np.random.Generator) -> Physics:
     )
 
 
+def _draw_itu_physics(config: SimConfig, rng: np.random.Generator) -> Physics:
+    """``wall_material: itu``: the wall loss is that of a wall material and thickness drawn from real ranges
+    (``tomoformer.sim.materials``); the roof is metal (roof_opaque_loss_db: light gets in by other paths) with
+    probability roof_opaque_probability, else a concrete slab. The other fields are drawn as in ``draw_physics``."""
+    material, thickness = draw_wall(rng)
+    wall = slab_loss_db(material, thickness, config.frequency_hz)
+    indoor = draw_value(config, "indoor_loss_db_per_m", rng)
+    roof_material, roof_thickness = draw_roof(rng, config.roof_opaque_probability)
+    if roof_material == "metal":
+        roof = config.roof_opaque_loss_db
+    else:
+        roof = slab_loss_db(roof_material, roof_thickness, config.frequency_hz)
+    corner, per_m = math.inf, math.inf
+    if config.canyon_probability > 0 and (config.canyon_probability == 1 or rng.random() < config.canyon_probability):
+        corner = draw_value(config, "canyon_corner_loss_db", rng)
+        per_m = draw_value(config, "canyon_loss_db_per_m", rng)
+    return Physics(
+        wall_loss_db=wall,
+        indoor_loss_db_per_m=indoor,
+        roof_loss_db=roof,
+        canyon_corner_loss_db=corner,
+        canyon_loss_db_per_m=per_m,
+        shadowing_std_db=draw_value(config, "shadowing_std_db", rng),
+        noise_std_db=draw_value(config, "noise_std_db", rng),
+        floor_fraction=draw_value(config, "floor_fraction", rng),
+    )
+
+
 def fixed_physics(config: SimConfig) -> Physics:
     """The physics of a config whose ranges all have width 0 (ValueError naming the first range otherwise).
 
     Probabilities strictly between 0 and 1 need a draw too; 0 or 1 are fixed.
     """
+    if config.wall_material == "itu":
+        raise ValueError("wall_material 'itu' draws a wall material per sample: draw the physics per sample instead")
     unused = set()  # ranges that are never drawn
     if config.canyon_probability == 0:
         unused |= {"canyon_corner_loss_db", "canyon_loss_db_per_m"}

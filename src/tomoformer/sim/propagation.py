@@ -38,6 +38,7 @@ from scipy.fft import next_fast_len
 from tomoformer.sim.config import SimConfig
 from tomoformer.sim.physics import Physics, fixed_physics, frame_values
 from tomoformer.sim.polar import outside_extent, polar_heights, radii_needed, resample_to_grid, table_extent
+from tomoformer.sim.terrain import ground_at, terrain_loss_db
 
 SPEED_OF_LIGHT = 299_792_458.0
 # Polar elements per chunk of frames: small chunks stay in cache, which is faster on CPU; on a GPU a chunk
@@ -64,6 +65,7 @@ def path_gain_and_loss_db(
     config: SimConfig,
     physics: Sequence[Physics] | None = None,
     with_loss: bool = True,
+    terrain: tuple[torch.Tensor, int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Deterministic path gain of every cell for every transmitter (no canyon light: ``tomoformer.sim.canyon``).
 
@@ -74,6 +76,10 @@ def path_gain_and_loss_db(
     [B, T, H, W] dB (<= 0 far from tx) on heights' device, and (``with_loss``, else None) the part of its
     loss due to buildings, [B, T, H, W] dB >= 0 (0 = line of sight). Also uses config.cell_size_m,
     frequency_hz, rx_height_m, n_angles, radial_step_cells and min_distance_m.
+
+    ``terrain`` (ground [B, H + 2 m, W + 2 m] metres, margin m; ``tomoformer.sim.terrain``): heights are above the
+    local ground, the free-space distance includes the ground's rise between transmitter and cell, and the gain
+    loses the knife-edge diffraction over the terrain (not part of the returned building loss).
     """
     B, H, W = heights.shape
     T = tx_pos.shape[1]
@@ -110,6 +116,11 @@ def path_gain_and_loss_db(
     limit = _MAX_POLAR_ELEMENTS if device.type == "cpu" else _MAX_POLAR_ELEMENTS_DEVICE
     frames = max(1, limit // (A * need_sorted[-1]))
     extra = torch.empty(B * T, H, W, device=device)
+    ground = None
+    if terrain is not None:
+        ground, margin = terrain[0].float().to(device), terrain[1]
+        over_terrain = torch.empty(B * T, H, W, device=device)
+        wavelength = SPEED_OF_LIGHT / config.frequency_hz
     for i in range(0, B * T, frames):
         sl = slice(i, i + frames)
         n_radii = need_sorted[min(i + frames, B * T) - 1]
@@ -126,15 +137,28 @@ def path_gain_and_loss_db(
         else:
             loss = _loss_tx_above(b, tx[sl, 2], config, wall, indoor, roof if any(roofs[sl]) else None)
         resample_to_grid(loss, origin[sl], extra[sl], step, ext=table_extent(origin_host[sl], H, W))
+        if ground is not None:
+            over_terrain[sl] = terrain_loss_db(
+                ground, owner[sl], origin[sl], tx[sl, 2], margin, (H, W), n_radii, A, step,
+                config.cell_size_m, config.rx_height_m, wavelength, table_extent(origin_host[sl], H, W),
+            )  # fmt: skip
 
     # Free-space loss from the exact position; squared distances are separable in rows and columns.
     cs2 = config.cell_size_m**2
     dy2 = (torch.arange(H, device=device) - tx[:, 0, None]).square_().mul_(cs2)[:, :, None]
     dx2 = (torch.arange(W, device=device) - tx[:, 1, None]).square_().mul_(cs2)[:, None, :]
-    dh2 = (tx[:, 2] - config.rx_height_m).square_()[:, None, None]
-    d2 = (dy2 + dh2) + dx2
+    if ground is None:
+        dh2 = (tx[:, 2] - config.rx_height_m).square_()[:, None, None]
+        d2 = (dy2 + dh2) + dx2
+    else:  # absolute heights: the transmitter over its ground, every cell's receiver over its own
+        z_tx = ground_at(ground, owner, origin, margin) + tx[:, 2]
+        cells = ground[:, margin : margin + H, margin : margin + W].index_select(0, owner)
+        dh2 = (z_tx[:, None, None] - config.rx_height_m - cells).square_()
+        d2 = (dy2 + dx2) + dh2
     fspl_1m = 20.0 * math.log10(4 * math.pi * config.frequency_hz / SPEED_OF_LIGHT)
     sorted_gain = d2.clamp_min_(config.min_distance_m**2).log10_().mul_(-10.0).sub_(fspl_1m).sub_(extra)
+    if ground is not None:
+        sorted_gain.sub_(over_terrain)
     # Back to the input order: a gather by the inverse permutation copies whole frames (cheaper than index_copy_).
     inverse = torch.empty_like(order).scatter_(0, order, torch.arange(len(order), device=device))
     gain = sorted_gain.index_select(0, inverse).reshape(B, T, H, W)

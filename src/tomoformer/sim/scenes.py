@@ -17,7 +17,15 @@ from xml.sax.saxutils import quoteattr
 import numpy as np
 
 from tomoformer.errors import ConfigError, DataError
-from tomoformer.sim.meshes import TriangleMesh, extrude_heights, ground_plane, rasterise, read_ply, write_ply
+from tomoformer.sim.meshes import (
+    TriangleMesh,
+    extrude_heights,
+    ground_plane,
+    heightfield,
+    rasterise,
+    read_ply,
+    write_ply,
+)
 
 # ITU-R P.2040 materials Sionna knows by name, drawn per building with these probabilities.
 BUILDING_MATERIALS: tuple[str, ...] = ("concrete", "brick", "glass")
@@ -45,14 +53,42 @@ def building_materials(heights: np.ndarray, rng: np.random.Generator) -> np.ndar
     return draw[inverse.reshape(heights.shape)]
 
 
-def scene_xml(shapes: list[tuple[str, str, str]], thickness_m: float) -> str:
-    """Mitsuba scene text: one ITU material per used name, one PLY shape per (id, filename, material)."""
+def real_building_materials(
+    heights: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, tuple[str, ...], dict[str, tuple[str, float]]]:
+    """Per building (a distinct height value), a wall material and thickness drawn from real ranges
+    (``tomoformer.sim.materials``: glass, brick, concrete, marble, metal), thickness rounded to 1 cm (glass,
+    metal) or 5 cm. Returns (index int [H, W] into names, names, {name: (ITU material, thickness m)}), names like
+    ``brick-0.25``. Walls and roof of a building share its material: diffraction needs their edges welded in one
+    mesh."""
+    from tomoformer.sim.materials import draw_wall
+
+    values, inverse = np.unique(heights, return_inverse=True)
+    keys = []
+    for _ in values:
+        material, thickness = draw_wall(rng)
+        step = 0.01 if material in ("glass", "metal") else 0.05
+        keys.append(f"{material}-{max(step, round(thickness / step) * step):.2f}")
+    names = tuple(sorted(set(keys)))
+    kinds = {name: (name.split("-")[0], float(name.split("-")[1])) for name in names}
+    index = np.array([names.index(k) for k in keys], np.int64)
+    return index[inverse.reshape(heights.shape)], names, kinds
+
+
+def scene_xml(
+    shapes: list[tuple[str, str, str]], thickness_m: float, kinds: dict[str, tuple[str, float]] | None = None
+) -> str:
+    """Mitsuba scene text: one ITU material per used name, one PLY shape per (id, filename, material).
+
+    ``kinds`` maps a name to (ITU material, thickness m); names not in it are ITU materials of ``thickness_m``."""
+    kinds = kinds or {}
     lines = ['<scene version="2.1.0">']
     for name in sorted({m for _, _, m in shapes}):
+        itu, thickness = kinds.get(name, (name, thickness_m))
         lines += [
             f'  <bsdf type="itu-radio-material" id={quoteattr("mat-" + name)}>',
-            f'    <string name="type" value={quoteattr(name)}/>',
-            f'    <float name="thickness" value="{thickness_m:g}"/>',
+            f'    <string name="type" value={quoteattr(itu)}/>',
+            f'    <float name="thickness" value="{thickness:g}"/>',
             "  </bsdf>",
         ]
     for shape_id, filename, material in shapes:
@@ -66,6 +102,27 @@ def scene_xml(shapes: list[tuple[str, str, str]], thickness_m: float) -> str:
     return "\n".join([*lines, "</scene>\n"])
 
 
+def receiver_surface(ground: np.ndarray, cell: float, rx_height_m: float) -> TriangleMesh:
+    """Measurement surface of a tile on terrain: for every cell of ``ground`` [H, W] metres (row-major from the
+    north-west cell), two triangles splitting the cell's square at height ground + rx_height_m, facing up.
+    Triangles 2k and 2k + 1 belong to cell k."""
+    ground = np.asarray(ground, np.float64)
+    H, W = ground.shape
+    i, j = (a.reshape(-1) for a in np.meshgrid(np.arange(H), np.arange(W), indexing="ij"))
+    x0, x1 = j * cell, (j + 1) * cell
+    y1 = (H - i) * cell
+    y0 = y1 - cell
+    z = ground[i, j] + rx_height_m
+    corners = np.stack(
+        [np.stack([x0, y0, z], -1), np.stack([x1, y0, z], -1), np.stack([x1, y1, z], -1), np.stack([x0, y1, z], -1)],
+        1,
+    )  # [H W, 4, 3], counter-clockwise seen from above
+    vertices = corners.reshape(-1, 3)
+    base = 4 * np.arange(H * W)[:, None]
+    faces = (base + np.array([0, 1, 2, 0, 2, 3])).reshape(-1, 3)
+    return TriangleMesh(vertices.astype(np.float32), faces.astype(np.int32))
+
+
 def write_city_scene(
     directory: Path,
     heights: np.ndarray,
@@ -74,21 +131,41 @@ def write_city_scene(
     ground_margin_m: float,
     thickness_m: float = 0.3,
     names: tuple[str, ...] = BUILDING_MATERIALS,
+    kinds: dict[str, tuple[str, float]] | None = None,
+    terrain: np.ndarray | None = None,
 ) -> Path:
     """Extrude ``heights`` [H, W] metres (tile south-west corner at the origin) into ``directory`` as PLY files
     plus ``scene.xml``; the ground plane reaches ``ground_margin_m`` beyond the tile on every side. ``materials``
-    indexes ``names`` (ITU material names), per cell; walls and roofs of a building share its material."""
+    indexes ``names`` (ITU material names, or keys of ``kinds``: name -> (ITU material, thickness m)), per cell;
+    walls and roofs of a building share its material.
+
+    ``terrain`` (float [H + 2 m, W + 2 m] metres, the tile at offset m; ``tomoformer.sim.terrain``): the ground is
+    that heightfield instead of a plane (it replaces ``ground_margin_m``), and every building stands on it (its
+    walls reach down to the lowest ground around the tile, hidden below the surface)."""
     H, W = heights.shape
     shapes = []
-    for index, mesh in extrude_heights(heights, cell, materials).items():
+    solid = np.asarray(heights, np.float64)
+    if terrain is not None:
+        m = (terrain.shape[0] - H) // 2
+        local = np.asarray(terrain, np.float64)[m : m + H, m : m + W]
+        # Absolute roofs over a base at the tile's lowest ground (open cells keep 0 = no building).
+        base = float(local.min())
+        solid = np.where(solid > 0, solid + local - base, 0.0)
+    for index, mesh in extrude_heights(solid, cell, materials).items():
         name = names[index]
+        if terrain is not None:
+            mesh.vertices[:, 2] += base
         write_ply(directory / f"buildings-{name}.ply", mesh)
         shapes.append((f"buildings-{name}", f"buildings-{name}.ply", name))
-    m = ground_margin_m
-    write_ply(directory / "ground.ply", ground_plane(-m, -m, W * cell + m, H * cell + m))
+    if terrain is None:
+        m = ground_margin_m
+        write_ply(directory / "ground.ply", ground_plane(-m, -m, W * cell + m, H * cell + m))
+    else:
+        m = (terrain.shape[0] - H) // 2
+        write_ply(directory / "ground.ply", heightfield(terrain, cell, (-m * cell, -m * cell)))
     shapes.append(("ground", "ground.ply", GROUND_MATERIAL))
     path = directory / "scene.xml"
-    path.write_text(scene_xml(shapes, thickness_m), encoding="utf-8")
+    path.write_text(scene_xml(shapes, thickness_m, kinds), encoding="utf-8")
     return path
 
 

@@ -27,8 +27,10 @@ import torch
 from tomoformer.sim.canyon import canyon_light
 from tomoformer.sim.cities import STYLES, draw_style, make_city, outdoor_component, street_walks
 from tomoformer.sim.config import SimConfig
+from tomoformer.sim.layouts import layout_positions
 from tomoformer.sim.physics import Physics, draw_physics, frame_values
 from tomoformer.sim.propagation import path_gain_and_loss_db, shadowing_from_noise, shadowing_noise_shape, to_device
+from tomoformer.sim.terrain import make_terrain, terrain_margin
 
 
 class HeightTiles(Protocol):
@@ -184,6 +186,8 @@ class PreparedSample:
     visited: np.ndarray | None  # bool [T, H, W] cells of the drive tests (sparsity_mode "path")
     physics: Physics  # this sample's draw of the config's ranges
     group: int | None = None  # the geometry source's group; None: the style's index
+    terrain: np.ndarray | None = None  # float32 [H + 2 m, W + 2 m] ground metres (sim/terrain.py); None: flat
+    terrain_margin: int = 0  # m
 
     @property
     def group_id(self) -> int:
@@ -203,8 +207,9 @@ def prepare(config: SimConfig, seed: int, index: int, geometry: HeightTiles | No
     transmitters float32 [T, 3] (row, col in cells, height m), drive tests and physics, drawn with NumPy on the
     host. Depends only on (config, seed, index); thread-safe (each call has its own generators)."""
     seq = np.random.SeedSequence([seed, index])
-    # Child 0 draws the layout (as before physics was randomised), child 1 the physics.
-    city_seq, physics_seq = seq.spawn(2)
+    # Child 0 draws the layout (as before physics was randomised), child 1 the physics, child 2 the terrain
+    # (spawning a third child leaves the first two as they were).
+    city_seq, physics_seq, terrain_seq = seq.spawn(3)
     rng = np.random.default_rng(city_seq)
     torch_seed = int(seq.generate_state(1, np.uint64)[0] >> np.uint64(1))
     if geometry is None:
@@ -219,7 +224,12 @@ def prepare(config: SimConfig, seed: int, index: int, geometry: HeightTiles | No
         # One drive test per frame through the street network, until k distinct cells are visited.
         _, visited = street_walks(free, config.frames, None, rng, target_cells=_measured_cells(config))
     physics = draw_physics(config, np.random.default_rng(physics_seq))
-    return PreparedSample(heights, free, tx_pos, style, torch_seed, visited, physics, group)
+    terrain, margin = None, 0
+    if config.terrain_max_m > 0:
+        margin = terrain_margin(config.size, config.tx_outside_max_cells)
+        scale = config.terrain_scale_m / config.cell_size_m
+        terrain = make_terrain(config.size, margin, config.terrain_max_m, scale, np.random.default_rng(terrain_seq))
+    return PreparedSample(heights, free, tx_pos, style, torch_seed, visited, physics, group, terrain, margin)
 
 
 # Path gain below this is "nothing received" (NaN) whatever floor_db says; far under any receiver's noise floor.
@@ -239,7 +249,17 @@ def propagate(config: SimConfig, samples: list[PreparedSample], device: torch.de
     heights = to_device(torch.from_numpy(np.stack([s.heights for s in samples])), device)
     tx_pos = torch.from_numpy(np.stack([s.tx_pos for s in samples]))
     canyon = any(p.canyon for p in physics)
-    gain, loss = path_gain_and_loss_db(heights, tx_pos, config, physics, with_loss=canyon)
+    terrain = None
+    if any(s.terrain is not None for s in samples):
+        margin = max(s.terrain_margin for s in samples)
+        side = n + 2 * margin
+        ground = np.zeros((S, side, side), np.float32)
+        for i, sample in enumerate(samples):
+            if sample.terrain is not None:
+                off = margin - sample.terrain_margin
+                ground[i, off : side - off, off : side - off] = sample.terrain
+        terrain = (to_device(torch.from_numpy(ground), device), margin)
+    gain, loss = path_gain_and_loss_db(heights, tx_pos, config, physics, with_loss=canyon, terrain=terrain)
     if canyon:
         corner, per_m = (frame_values(physics, 1, k, device) for k in ("canyon_corner_loss_db", "canyon_loss_db_per_m"))
         outdoor = heights <= config.rx_height_m
@@ -309,12 +329,20 @@ def _measured_cells(config: SimConfig) -> int:
 
 
 def sample_tx(config: SimConfig, heights: np.ndarray, free: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Transmitter positions float32 [T, 3] (row, col in cells, height m), always outdoors.
+    """Transmitter positions float32 [T, 3] (row, col in cells, height m above the local ground).
+
+    Layouts other than "random" (config.tx_layout: inside, ring, rooftop, street) come from
+    ``tomoformer.sim.layouts``; the rest of this docstring is the "random" layout, always outdoors.
 
     "random": an outdoor cell (plus sub-cell jitter) and a height per frame, a fraction possibly outside
     the grid. "path": one street walk at a fixed height, tx_path_step_cells 4-neighbour steps per frame.
     """
     T, n = config.frames, config.size
+    if config.tx_mode == "random" and config.tx_layout != "random":
+        height_range = (config.tx_height_min_m, config.tx_height_max_m)
+        return layout_positions(
+            config.tx_layout, heights, config.rx_height_m, T, height_range, config.tx_outside_max_cells, rng
+        )
     pos = np.empty((T, 3), np.float32)
     if config.tx_mode == "path":
         walk, _ = street_walks(free, 1, (T - 1) * config.tx_path_step_cells, rng)

@@ -48,7 +48,8 @@ class RayOptions:
     are noisier or NaN (nothing arrived). Diffraction and refraction are used where the installed
     sionna-rt supports them. ``wall_thickness_m`` is the ITU slab thickness of the procedural buildings, and
     ``building_material`` their ITU material (tomoformer.sim.scenes.ITU_MATERIALS; "mixed": drawn per building
-    from BUILDING_MATERIALS).
+    from BUILDING_MATERIALS; "real": a material and a thickness per building from real ranges,
+    tomoformer.sim.materials, wall_thickness_m unused).
     """
 
     samples_per_tx: int = 1_000_000
@@ -61,9 +62,10 @@ class RayOptions:
     def __post_init__(self) -> None:
         from tomoformer.sim.scenes import ITU_MATERIALS
 
-        if self.building_material != "mixed" and self.building_material not in ITU_MATERIALS:
+        if self.building_material not in ("mixed", "real") and self.building_material not in ITU_MATERIALS:
             raise ConfigError(
-                f"--material {self.building_material!r}: expected mixed or an ITU material: {', '.join(ITU_MATERIALS)}"
+                f"--material {self.building_material!r}: expected mixed, real or an ITU material: "
+                f"{', '.join(ITU_MATERIALS)}"
             )
         if not 0 < self.wall_thickness_m < 10:
             raise ConfigError(f"--wall-thickness-m {self.wall_thickness_m}: expected metres in (0, 10)")
@@ -145,10 +147,14 @@ def trace(
     options: RayOptions,
     ground_z: float = 0.0,
     seed: int = 0,
+    surface: str | None = None,
 ) -> np.ndarray:
     """Path gain float32 [T, H, W] dB on the tile with south-west corner ``origin`` (metres) of a loaded Sionna
     ``scene``, at ``ground_z + rx_height_m``, for isotropic transmitters at ``tx_world`` [T, 3] (x, y, z metres).
-    NaN where no ray arrived. Row 0 is north (Sionna's row 0 is the southmost: flipped here)."""
+    NaN where no ray arrived. Row 0 is north (Sionna's row 0 is the southmost: flipped here).
+
+    ``surface``: a PLY measurement surface (``receiver_surface``: two triangles per cell, row-major from the
+    north-west cell) used instead of the horizontal plane, for terrain; needs sionna-rt >= 1.1."""
     H, W = shape
     cell = config.cell_size_m
     for name in list(scene.transmitters):
@@ -162,6 +168,25 @@ def trace(
     flags = {"refraction": options.refraction, "diffraction": options.diffraction}
     # Only the features this sionna-rt version knows (diffraction arrived in 1.2).
     known = inspect.signature(solver.__call__).parameters
+    if surface is not None:
+        if "measurement_surface" not in known:
+            raise ConfigError("terrain needs sionna-rt >= 1.1 (radio maps on a measurement surface)")
+        import mitsuba as mi
+
+        mesh = mi.load_dict({"type": "ply", "filename": surface})
+        radio_map = solver(
+            scene,
+            measurement_surface=mesh,
+            samples_per_tx=options.samples_per_tx,
+            max_depth=options.max_depth,
+            seed=seed,
+            **{k: v for k, v in flags.items() if k in known},
+        )
+        # Two triangles per cell: the cell's path gain is their mean (equal areas in plan).
+        gain = np.array(radio_map.path_gain, dtype=np.float64).reshape(-1, H, W, 2).mean(-1)
+        with np.errstate(divide="ignore"):
+            out = np.where(gain > 0, 10.0 * np.log10(np.where(gain > 0, gain, 1.0)), np.nan)
+        return out.astype(np.float32)
     radio_map = solver(
         scene,
         center=[origin[0] + W * cell / 2, origin[1] + H * cell / 2, ground_z + config.rx_height_m],
@@ -194,14 +219,26 @@ def radio_maps(
     options: RayOptions | None = None,
     seed: int = 0,
     device: str = "cpu",
+    terrain: np.ndarray | None = None,
 ) -> np.ndarray:
     """Ray-traced path gain float32 [T, H, W] dB of a procedural city (NaN where nothing arrives).
+
+    ``terrain`` (float [H + 2 m, W + 2 m] metres, the tile at offset m; tomoformer.sim.terrain): the ground is that
+    heightfield, buildings stand on it, transmitter and receiver heights are above the local ground, and the map
+    is measured on a surface that follows the ground (sionna-rt >= 1.1).
 
     heights: [H, W] metres (0 = open); tx: [T, 3] (row, col in cells, height in metres). The city is extruded
     to boxes with ITU materials drawn per building from ``seed`` (tomoformer.sim.scenes), on a concrete
     ground plane that reaches past the farthest transmitter, and written to a temporary Mitsuba scene.
     """
-    from tomoformer.sim.scenes import BUILDING_MATERIALS, building_materials, write_city_scene
+    from tomoformer.sim.meshes import write_ply
+    from tomoformer.sim.scenes import (
+        BUILDING_MATERIALS,
+        building_materials,
+        real_building_materials,
+        receiver_surface,
+        write_city_scene,
+    )
 
     options = options or RayOptions()
     _, rt = import_sionna(device)
@@ -210,19 +247,30 @@ def radio_maps(
     cell = config.cell_size_m
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0x5107]))
     materials = building_materials(heights, rng)
-    names = BUILDING_MATERIALS
-    if options.building_material != "mixed":
+    names, kinds = BUILDING_MATERIALS, None
+    if options.building_material == "real":
+        materials, names, kinds = real_building_materials(heights, rng)
+    elif options.building_material != "mixed":
         materials, names = np.zeros_like(materials), (options.building_material,)
     # Ground to the farthest transmitter plus 10 cells, so that ground reflections reach the whole tile.
     tx = np.asarray(tx, np.float64)
     reach = max(0.0, float(np.max(-tx[:, :2], initial=0.0)), float(np.max(tx[:, :2] - [H - 1, W - 1], initial=0.0)))
     with tempfile.TemporaryDirectory(prefix="tomoformer-scene-") as tmp:
         margin = (reach + 10) * cell
-        xml = write_city_scene(Path(tmp), heights, cell, materials, margin, options.wall_thickness_m, names)
-        scene = rt.load_scene(str(xml))
-        return trace(
-            rt, scene, (0.0, 0.0), (H, W), tx_to_world(tx, H, cell, (0.0, 0.0), 0.0), config, options, 0.0, seed
+        xml = write_city_scene(
+            Path(tmp), heights, cell, materials, margin, options.wall_thickness_m, names, kinds, terrain
         )
+        scene = rt.load_scene(str(xml))
+        world = tx_to_world(tx, H, cell, (0.0, 0.0), 0.0)
+        surface = None
+        if terrain is not None:
+            m = (terrain.shape[0] - H) // 2
+            rows = np.clip(np.round(tx[:, 0]).astype(int) + m, 0, terrain.shape[0] - 1)
+            cols = np.clip(np.round(tx[:, 1]).astype(int) + m, 0, terrain.shape[1] - 1)
+            world[:, 2] += terrain[rows, cols]
+            surface = str(Path(tmp) / "receivers.ply")
+            write_ply(surface, receiver_surface(terrain[m : m + H, m : m + W], cell, config.rx_height_m))
+        return trace(rt, scene, (0.0, 0.0), (H, W), world, config, options, 0.0, seed, surface)
 
 
 def sionna_attrs(config: SimConfig, options: RayOptions, scene: str | None = None) -> dict[str, Any]:
@@ -286,7 +334,7 @@ def sionna_samples(
             sample = prepare(config, seed, index, geometry)
             group = sample.group_id
             heights, tx, visited = sample.heights, sample.tx_pos, sample.visited
-            gain = radio_maps(heights, tx, config, options, ray_seed, device)
+            gain = radio_maps(heights, tx, config, options, ray_seed, device, sample.terrain)
         else:
             real = load_real_scene(scene)
             rng = np.random.default_rng(seq.spawn(1)[0])
