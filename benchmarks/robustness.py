@@ -14,7 +14,7 @@ spread), transmitter layout (inside, ring, rooftop, street), transmitter heights
 up to 50 and 100 m), tracer settings (rays per transmitter, max depth, diffraction: ray-traced with ``--engine
 sionna`` only, otherwise listed as not run) and no ``tx_pos``. Test tiles: ``--test-geometry`` (a ``tomoformer
 geometry import`` store; never San Francisco) or procedural cities of their own seed. Training data is procedural
-(never Florence or San Francisco: :func:`refuse_held_out`).
+(never Florence or San Francisco: :func:`~tomoformer.data.heldout.refuse_named_city`).
 
 Work (data, training runs) goes to ``--work`` and is reused when the settings match (refused otherwise); results to
 ``--out``: ``results.csv`` (one row per condition, model and seed), ``summary.csv``, ``results.md`` and
@@ -43,7 +43,8 @@ from accuracy import simulate_splits, sweep_lr, train_once, write_csv
 from tomoformer.checkpoint import load_checkpoint
 from tomoformer.data.datamodule import AugmentOptions, model_tx_pos
 from tomoformer.data.format import open_dataset
-from tomoformer.errors import ConfigError, DataError, TomoFormerError
+from tomoformer.data.heldout import refuse_named_city
+from tomoformer.errors import ConfigError, TomoFormerError
 from tomoformer.evaluation.metrics import evaluate_predictions
 from tomoformer.io import write_text_atomic
 from tomoformer.models.registry import create_model
@@ -56,8 +57,6 @@ MODELS = ("tomoformer (realcity)", "unet", "threshold", "all building")
 MARGIN_MODELS = tuple(m for m in MODELS if m != "threshold")
 SHIPPED = "realcity"
 # City names a store must not carry: Florence is a test city only, San Francisco is out of everything.
-TRAIN_HELD_OUT = ("florence", "san_francisco", "san francisco", "sanfrancisco")
-TEST_HELD_OUT = ("san_francisco", "san francisco", "sanfrancisco")
 SCENARIO = "dense"  # accuracy.SCENARIOS entry of the training data: the reference condition
 
 
@@ -103,18 +102,8 @@ def conditions(t_ref: int, t_max: int) -> list[Condition]:
     return grid
 
 
-def refuse_held_out(names: str, role: str) -> None:
-    """DataError (one line) when ``names`` (a store's path and attributes as text) names a city ``role`` data may
-    not come from: training/validation data never Florence or San Francisco, test data never San Francisco."""
-    cities = TRAIN_HELD_OUT if role in ("train", "val") else TEST_HELD_OUT
-    text = names.lower().replace("-", "_")
-    hit = next((c for c in cities if c.replace("-", "_") in text), None)
-    if hit is not None:
-        raise DataError(f"{role} data may not come from {hit.replace('_', ' ')}: {names[:120]}")
-
-
 def store_names(path: Path) -> str:
-    """A store's path and attributes as one text (what :func:`refuse_held_out` reads)."""
+    """A store's path and attributes as one text (what :func:`~tomoformer.data.heldout.refuse_named_city` reads)."""
     source = open_dataset(path)
     try:
         return f"{path} {json.dumps(source.attrs, default=str, sort_keys=True)}"
@@ -222,7 +211,7 @@ def train_models(args: argparse.Namespace, work: Path) -> tuple[dict[str, list[t
     )
     paths = simulate_splits(acc, SCENARIO, work, cuda=False)
     for role in ("train", "val"):
-        refuse_held_out(store_names(paths[role]), role)
+        refuse_named_city(store_names(paths[role]), role)
     done_path = work / "runs.json"
     done: dict[str, dict[str, Any]] = json.loads(done_path.read_text()) if done_path.exists() else {}
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -411,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
             from tomoformer.geometry.source import GeometrySource
 
             geometry = GeometrySource(args.test_geometry)
-            refuse_held_out(f"{args.test_geometry} {json.dumps(geometry.attrs, default=str)}", "test")
+            refuse_named_city(f"{args.test_geometry} {json.dumps(geometry.attrs, default=str)}", "test")
         work = Path(args.work)
         check_work(work, args)
         models, info = train_models(args, work)

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tomoformer.data.heldout import refuse_named_city
 from tomoformer.errors import ConfigError, DataError
 
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
@@ -64,9 +65,9 @@ def test_tracer_rows_need_the_ray_tracer() -> None:
 def test_held_out_cities_are_refused(names: str, role: str, refused: bool) -> None:
     if refused:
         with pytest.raises(DataError, match="may not come from"):
-            robustness.refuse_held_out(names, role)
+            refuse_named_city(names, role)
     else:
-        robustness.refuse_held_out(names, role)
+        refuse_named_city(names, role)
 
 
 def test_rayleigh_fading_in_db_has_the_textbook_spread() -> None:

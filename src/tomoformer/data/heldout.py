@@ -23,9 +23,11 @@ import numpy as np
 from tomoformer.data.format import open_dataset
 from tomoformer.errors import DataError
 
-__all__ = ["HELD_OUT_CITIES", "check_held_out", "tile_keys"]
+__all__ = ["HELD_OUT_CITIES", "OUT_OF_EVERYTHING", "check_held_out", "named_city", "refuse_named_city", "tile_keys"]
 
 HELD_OUT_CITIES = ("florence", "san_francisco", "san francisco", "sanfrancisco")
+# Cities no data of any role may come from (Florence may be tested on; San Francisco is used for nothing).
+OUT_OF_EVERYTHING = ("san_francisco", "san francisco", "sanfrancisco")
 _FOOTPRINT_KEYS = ("heights", "buildings")
 
 
@@ -63,6 +65,21 @@ def tile_keys(path: str | os.PathLike[str]) -> dict[str, int]:
         source.close()
 
 
+def named_city(text: str, cities: Iterable[str] = HELD_OUT_CITIES) -> str | None:
+    """The first of ``cities`` that ``text`` (a store's name and attributes as text) names, case and dash
+    insensitive; None if it names none."""
+    text = text.lower().replace("-", "_")
+    return next((city for city in cities if city.replace("-", "_") in text), None)
+
+
+def refuse_named_city(text: str, role: str) -> None:
+    """One-line :class:`DataError` when ``text`` names a city that data of ``role`` may not come from: training
+    and validation data ("train", "val") never a held-out city, test data never one out of everything."""
+    city = named_city(text, HELD_OUT_CITIES if role in ("train", "val") else OUT_OF_EVERYTHING)
+    if city is not None:
+        raise DataError(f"{role} data may not come from {city.replace('_', ' ')}: {text[:120]}")
+
+
 def _held_out_city(path: Path, held_out: Iterable[str]) -> str | None:
     """The held-out city that the store ``path`` names (file name, group names, attributes), if any."""
     source = open_dataset(path)
@@ -70,8 +87,7 @@ def _held_out_city(path: Path, held_out: Iterable[str]) -> str | None:
         text = json.dumps(source.attrs, default=str, sort_keys=True)
     finally:
         source.close()
-    text = f"{path.name} {text}".lower().replace("-", "_")
-    return next((city for city in held_out if city.replace("-", "_") in text), None)
+    return named_city(f"{path.name} {text}", held_out)
 
 
 def check_held_out(
