@@ -124,13 +124,29 @@ def test_finetune_killed_then_resumed_equals_straight_run(tmp_path: Path) -> Non
     assert loss == pytest.approx(straight_loss, rel=1e-5)
 
 
-def test_simulate_resume_after_a_kill_before_the_first_commit(tmp_path: Path) -> None:
+@pytest.mark.parametrize("left", ["empty folder", "stamped group"])
+def test_simulate_resume_after_a_kill_before_the_first_commit(tmp_path: Path, left: str) -> None:
+    import zarr
+
+    from tomoformer.io import OWNER_ATTR, owner_stamp
+
+    partial = tmp_path / ".early.partial.zarr"
+    partial.mkdir()  # killed between creating the folder and the group's first metadata write ...
+    if left == "stamped group":  # ... or right after that write: our stamp, no arrays, no count
+        zarr.open_group(str(partial), mode="w", zarr_format=3, attributes={OWNER_ATTR: owner_stamp(partial)})
+    run_cli("simulate", "--out", "early.zarr", *SIM, "--resume", cwd=tmp_path)
+    assert validate(tmp_path / "early.zarr") == [] and not partial.exists()
+
+
+def test_simulate_leaves_an_unstamped_store_at_its_temporary_name_alone(tmp_path: Path) -> None:
     import zarr
 
     partial = tmp_path / ".early.partial.zarr"
-    zarr.open_group(str(partial), mode="w", zarr_format=3)  # created, no arrays, no count: killed right there
-    run_cli("simulate", "--out", "early.zarr", *SIM, "--resume", cwd=tmp_path)
-    assert validate(tmp_path / "early.zarr") == [] and not partial.exists()
+    zarr.open_group(str(partial), mode="w", zarr_format=3)  # someone else's store at the name simulate uses
+    simulate = [*CLI, "simulate", "--out", "early.zarr", *SIM, "--resume"]
+    result = subprocess.run(simulate, cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "did not write it" in result.stderr
+    assert (partial / "zarr.json").is_file() and not (tmp_path / "early.zarr").exists()
 
 
 def last_epoch_val_acc(run: Path) -> tuple[int, float, float]:

@@ -288,7 +288,11 @@ class ZarrWriter:
         import zarr
 
         self.path = Path(path)
-        self.group = zarr.open_group(str(self.path), mode="w", zarr_format=3)
+        # The ownership stamp goes into the group's first metadata write, so that a kill at any point leaves
+        # either an empty folder or a store that says it is ours (never an unstamped one we may not delete).
+        self.path.mkdir(parents=True, exist_ok=True)
+        stamp = owner_stamp(self.path)
+        self.group = zarr.open_group(str(self.path), mode="w", zarr_format=3, attributes={OWNER_ATTR: stamp})
         for key, example in arrays_like.items():
             if key not in ARRAY_KEYS + PREDICTION_KEYS:
                 continue
@@ -302,7 +306,6 @@ class ZarrWriter:
                 fill_value=0,
                 **checksummed_array_options(),
             )
-        stamp = owner_stamp(self.path)
         self.group.attrs.update({**jsonable(attrs), OWNER_ATTR: stamp, "n_total": n_total, "n_written": 0})
 
     @classmethod

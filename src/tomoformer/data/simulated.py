@@ -19,7 +19,7 @@ import numpy as np
 from tomoformer.data.format import ZarrWriter, dataset_format, open_dataset, write_dataset
 from tomoformer.data.shards import SHARD_ATTR, Shard
 from tomoformer.errors import ConfigError, DataError, OutputError
-from tomoformer.io import is_ours, remove, replace, wholly_ours
+from tomoformer.io import is_empty_dir, is_ours, remove, replace, wholly_ours
 from tomoformer.outputs import check_not_input, check_output, output_lock
 from tomoformer.sim import STYLES, SimConfig, dataset_attrs, simulate_samples
 from tomoformer.sim.calibrate import Calibration, calibrate_arrays
@@ -113,9 +113,10 @@ def _simulate_into(
     """The writing part of :func:`simulate_dataset`, under ``out``'s lock; ``n`` samples of this store."""
     report = on_progress or (lambda done: None)
     partial = out.with_name(f".{out.stem}.partial{out.suffix}")
-    if os.path.lexists(partial) and not wholly_ours(partial):
+    # An empty folder there is what a kill between creating our partial store and its first write leaves.
+    if os.path.lexists(partial) and not (wholly_ours(partial) or is_empty_dir(partial)):
         raise OutputError(f"{partial}: exists and tomoformer did not write it; move it away (simulate's temporary)")
-    resumable = resume and fmt == "zarr" and partial.exists() and ZarrWriter.reopen(partial)[1] > 0
+    resumable = resume and fmt == "zarr" and (partial / "zarr.json").is_file() and ZarrWriter.reopen(partial)[1] > 0
     if resume and not resumable and fmt == "zarr" and is_ours(out):
         with open_dataset(out) as done:
             _check_same_run(out, done.attrs, attrs, n)
