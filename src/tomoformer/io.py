@@ -77,7 +77,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
             tmp.chmod(0o666 & ~_umask())
         replace(tmp, final)
     finally:
-        _remove_tree(tmp)
+        remove_tree(tmp)
 
 
 def _umask() -> int:
@@ -103,7 +103,7 @@ def replace(src: Path, dst: Path) -> None:
         except BaseException:
             os.replace(old, dst)
             raise
-        _remove_tree(old)
+        remove_tree(old)
     else:
         os.replace(src, dst)
 
@@ -115,10 +115,10 @@ def remove(path: Path) -> None:
     """
     if path.is_dir() and not path.is_symlink() and not (is_ours(path) or is_empty_dir(path)):
         raise OutputError(f"{path}: a folder tomoformer did not write; refusing to delete it")
-    _remove_tree(path)
+    remove_tree(path)
 
 
-def _remove_tree(path: Path) -> None:
+def remove_tree(path: Path) -> None:
     """Delete ``path`` whatever it holds: only for names this process created itself (temporaries)."""
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)

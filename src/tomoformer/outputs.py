@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from tomoformer.errors import OutputError
-from tomoformer.io import MARKER, _remove_tree, is_empty_dir, is_ours, read_marker, write_marker
+from tomoformer.io import MARKER, is_empty_dir, is_ours, read_marker, remove_tree, write_marker
 
 __all__ = [
     "RUN_ENTRIES",
@@ -248,7 +248,7 @@ def _clean_run_entries(path: Path, remove_folder: bool) -> None:
         return
     for entry in list(path.iterdir()):
         if our_entry(entry.name):
-            _remove_tree(entry)
+            remove_tree(entry)
     if remove_folder:
         with contextlib.suppress(OSError):
             path.rmdir()  # only succeeds when nothing of the user's is left
@@ -352,7 +352,7 @@ def _inspect(
     if not path.is_dir():
         if not overwrite:
             raise OutputError(f"--out {path}: exists; give --overwrite to replace it")
-        _remove_tree(path)
+        remove_tree(path)
         return new
     marker = read_marker(path)
     if marker is None or marker.get("kind") != "run":
@@ -381,14 +381,13 @@ def _inspect(
 
 def read_run_config(path: Path) -> dict[str, Any] | None:
     """The ``config.yaml`` a run or study folder holds; None when missing, too large or unreadable."""
-    import yaml
+    from tomoformer.errors import ConfigError
+    from tomoformer.safe_yaml import read_yaml_file
 
     config = path / "config.yaml"
     try:
-        if not config.is_file() or config.stat().st_size > 1 << 22:
-            return None
-        value = yaml.safe_load(config.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        value = read_yaml_file(config) if config.is_file() else None
+    except ConfigError:
         return None
     return value if isinstance(value, dict) else None
 

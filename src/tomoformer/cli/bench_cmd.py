@@ -76,8 +76,9 @@ def run(args: argparse.Namespace) -> int:
     from tomoformer.errors import ConfigError
     from tomoformer.models.registry import list_models
     from tomoformer.perf.bench import run_bench
-    from tomoformer.perf.measure import resolve_device, resolve_precision
+    from tomoformer.perf.measure import resolve_precision
     from tomoformer.perf.throughput import BenchOptions
+    from tomoformer.validation import resolve_device
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -17,7 +17,7 @@ import numpy as np
 
 from tomoformer.data.format import ZarrWriter, dataset_format, open_dataset, write_dataset
 from tomoformer.errors import ConfigError, DataError
-from tomoformer.io import _remove_tree, is_ours, remove, replace
+from tomoformer.io import is_ours, remove, remove_tree, replace
 from tomoformer.outputs import check_not_input, check_output, output_lock
 from tomoformer.sim import STYLES, SimConfig, dataset_attrs, simulate_samples
 from tomoformer.sim.calibrate import Calibration, calibrate_arrays
@@ -113,7 +113,7 @@ def _simulate_into(
         _check_same_run(partial, writer.group.attrs, attrs, n)
         print(f"resuming {out}: {done} of {n} samples already written")
     elif (partial / "zarr.json").is_file():
-        _remove_tree(partial)  # our own hidden partial store of an earlier run (named after out)
+        remove_tree(partial)  # our own hidden partial store of an earlier run (named after out)
     else:
         remove(partial)
     for start in _steps(n, done, chunk, progress):
