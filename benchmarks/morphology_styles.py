@@ -1,4 +1,4 @@
-"""Morphology of every city style beside the real sources of issue 16, and the generator's speed.
+"""Morphology of every city style beside real sources (OpenStreetMap footprints), and the generator's speed.
 
 python benchmarks/morphology_styles.py --n 200 --size 100 --cell-size-m 2 --seed 0 --json runs/morphology_styles.json
 
@@ -11,7 +11,7 @@ tiles of the mix look like each real source; pooled over all masses, the many sm
 styles would hide the city cores). Generator speed: the best and median
 of ``--repeats`` timings of ``--n`` cities per style, in cities/s on one thread.
 
-The real rows are the issue's measurements of OpenStreetMap footprints on a 2 m raster; their mass areas come
+The real rows are reference measurements of OpenStreetMap footprints on a 2 m raster; their mass areas come
 from whole rasters (0.5-2 km across), ours from 200 m tiles, which cut the largest masses at the tile edge.
 """
 

@@ -1,4 +1,4 @@
-"""Build the ray-traced real-geometry corpus of the real-city benchmark (issue 17), resumably.
+"""Build the ray-traced real-geometry corpus of the real-city benchmark, resumably.
 
 One command, deterministic (fixed seeds), resumable (every step is `tomoformer ... --resume` or skipped when its
 output is complete), with the CLI's progress bars:
