@@ -33,11 +33,12 @@ class DemoOptions:
     baselines); :data:`FULL_DEMO` is the longer one (``tomoformer demo --full``)."""
 
     out: str = "runs/demo"
-    n_train: int = 256  # simulated training areas (10% of them validate)
+    n_train: int = 192  # simulated training areas (10% of them validate)
     n_test: int = 64  # held-out test areas, from another seed
-    size: int = 48  # map side in cells of 2 m
+    size: int = 32  # map side in cells of 2 m
     frames: int = 8  # T: signal maps per area
-    base_epochs: int = 8  # epochs of every learned model, before the ``epochs`` scale
+    base_epochs: int = 6  # epochs of every learned model, before the ``epochs`` scale
+    batch_size: int = 8
     epochs: float = 1.0  # scales every learned model's epoch budget
     models: tuple[str, ...] = ("tomoformer_tiny", "unet", *DEMO_FITTED)
     seed: int = 0
@@ -46,7 +47,9 @@ class DemoOptions:
 
 
 # The longer demo: every model, more areas, T = 16 and 20 epochs (about 23 minutes alone on 2 CPU cores).
-FULL_DEMO = DemoOptions(n_train=320, n_test=64, size=48, frames=16, base_epochs=20, models=(*DEMO_MODELS, *DEMO_FITTED))
+FULL_DEMO = DemoOptions(
+    n_train=320, n_test=64, size=48, frames=16, base_epochs=20, batch_size=16, models=(*DEMO_MODELS, *DEMO_FITTED)
+)
 
 
 def run_demo(options: DemoOptions) -> dict[str, dict[str, Any]]:
@@ -93,7 +96,7 @@ def _run(options: DemoOptions) -> dict[str, dict[str, Any]]:
             out=str(out / "runs" / name),
             model=name,
             max_epochs=epochs,
-            batch_size=16,
+            batch_size=options.batch_size,
             model_kwargs={"img_size": options.size} if name.startswith("seednet") else {},
             lr=DEMO_LR,
             seed=options.seed,
@@ -153,6 +156,7 @@ def _notes(options: DemoOptions, timings: dict[str, float], epochs: dict[str, in
     times = ", ".join(f"{k} {v:.0f} s" + (f" ({epochs[k]} epochs)" if k in epochs else "") for k, v in timings.items())
     return (
         f"Simulated mixed-style cities, {options.size}x{options.size} cells of 2 m, T={options.frames} maps per area; "
-        f"{options.n_train} training areas (10% of them for validation), {options.n_test} held-out test areas. "
+        f"{options.n_train} training areas (10% of them for validation), {options.n_test} held-out test areas; "
+        f"every learned model trained with batch {options.batch_size} at learning rate {DEMO_LR:g}. "
         f"Training time on the CPU: {times}."
     )
