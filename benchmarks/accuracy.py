@@ -20,7 +20,7 @@ standard deviation over seeds, ratio to ``--baseline`` measured in the same run)
         --epochs 8 --batch-size 8 --scenarios dense --max-floor-fraction 0 --out runs/bench_accuracy   # CPU-sized
         # (the README's table: its --models list, and --scenarios sparse as a second process, same --out)
     python benchmarks/accuracy.py --size 16 --frames 4 --n-train 32 --n-val 8 --n-test 8 --epochs 1 \\
-        --seeds 0,1 --lrs 1e-3,3e-3 --models unet,seednet_small,threshold --out /tmp/smoke   # smoke test
+        --seeds 0,1 --lrs 1e-3,3e-3 --models unet,seednet_small,threshold --out runs/smoke   # smoke test
 
 Model specs are registry names, optionally with a variant after ``@`` (see ``VARIANTS``): the ablation rows are
 ``unet@physics`` (``unet`` fed TomoFormer's physics inputs) and ``tomoformer_pyramid`` (TomoFormer without its

@@ -17,7 +17,6 @@ import time
 
 import numpy as np
 import torch
-import yaml
 
 from tomoformer.sim import SimConfig, simulate_samples
 from tomoformer.sim.cities import make_city
@@ -81,7 +80,9 @@ def main() -> None:
     cuda = "cuda" in devices and torch.cuda.is_available()
     baseline = None
     for frames in args.frames:
-        overrides = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.overrides)}
+        from tomoformer.safe_yaml import load_yaml
+
+        overrides = {k: load_yaml(v, f"--set {k}") for k, v in (item.split("=", 1) for item in args.overrides)}
         config = SimConfig.from_dict({"size": args.size, "frames": frames, "style": args.style, **overrides})
         print(
             f"fast simulator, {args.size}x{args.size}, T={frames}, {args.n_samples} samples on CPU "

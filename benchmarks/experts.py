@@ -219,18 +219,25 @@ def run_seed(args: argparse.Namespace, paths: dict[str, Path], seed: int) -> dic
     return results
 
 
+def sample_sd(values: np.ndarray) -> float:
+    """The sample standard deviation (n - 1 in the denominator) of the finite values; 0 for fewer than two."""
+    finite = np.asarray(values, dtype=float)
+    finite = finite[np.isfinite(finite)]
+    return float(np.std(finite, ddof=1)) if len(finite) > 1 else 0.0
+
+
 def table(per_seed: list[dict[str, Any]]) -> str:
     names = [n for n in per_seed[0] if not n.startswith("_")]
     k = max(len(r[n]["per_cluster"]) for r in per_seed for n in names)
-    head = "| variant | IoU (mean ± std) | " + " | ".join(f"cluster {i}" for i in range(k)) + " |"
+    head = "| variant | IoU (mean ± sample sd) | " + " | ".join(f"cluster {i}" for i in range(k)) + " |"
     lines = [head, "|" + "---|" * (k + 2)]
     for name in names:
         iou = np.array([r[name]["iou"] for r in per_seed])
         cells = []
         for i in range(k):
             v = np.array([r[name]["per_cluster"].get(i, np.nan) for r in per_seed], dtype=float)
-            cells.append(f"{np.nanmean(v):.3f} ± {np.nanstd(v):.3f}" if np.isfinite(v).any() else "-")
-        lines.append(f"| {name} | {iou.mean():.3f} ± {iou.std():.3f} | " + " | ".join(cells) + " |")
+            cells.append(f"{np.nanmean(v):.3f} ± {sample_sd(v):.3f}" if np.isfinite(v).any() else "-")
+        lines.append(f"| {name} | {iou.mean():.3f} ± {sample_sd(iou):.3f} | " + " | ".join(cells) + " |")
     clusters = [r["_clusters"] for r in per_seed]
     lines.append("")
     lines.append(

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The one prepared GPU run of a session (device tool): simulator speed, then the accuracy benchmark at full size.
-# Usage there: bash benchmarks/gpu_session.sh   (expects wheels for zarr & co in .whl/, see benchmarks/README.md)
+# One prepared GPU run: simulator speed, then the accuracy benchmark at full size.
+# Usage on the GPU machine: bash benchmarks/gpu_session.sh   (an offline machine: put wheels for zarr & co in .whl/)
 set -uo pipefail
 OUT=${OUT:-runs/gpu}
 mkdir -p "$OUT"

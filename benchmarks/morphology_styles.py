@@ -1,9 +1,9 @@
-"""Morphology of every city style beside the real sources of issue 16, and the generator's speed.
+"""Morphology of every city style beside real sources (OpenStreetMap footprints), and the generator's speed.
 
 python benchmarks/morphology_styles.py --n 200 --size 100 --cell-size-m 2 --seed 0 --json runs/morphology_styles.json
 
 For each style (and ``mixed``) it draws ``--n`` cities exactly as ``tomoformer simulate --seed S`` does (sample i
-from ``SeedSequence([S, i])``), measures them with ``tomoformer.data.morphology`` and prints one table row, then
+from ``SeedSequence([S, i])``), measures them with ``tomoformer.evaluation.morphology`` and prints one table row, then
 checks that ``mixed`` spans every real row: its per-tile coverage range (min-max) contains the real range, and
 the real median and p90 built-mass areas and the real courtyard share lie between the 1st and 99th percentiles
 over its tiles of the per-tile median and p90 mass areas and of the per-tile courtyard shares (so that some
@@ -11,7 +11,7 @@ tiles of the mix look like each real source; pooled over all masses, the many sm
 styles would hide the city cores). Generator speed: the best and median
 of ``--repeats`` timings of ``--n`` cities per style, in cities/s on one thread.
 
-The real rows are the issue's measurements of OpenStreetMap footprints on a 2 m raster; their mass areas come
+The real rows are reference measurements of OpenStreetMap footprints on a 2 m raster; their mass areas come
 from whole rasters (0.5-2 km across), ours from 200 m tiles, which cut the largest masses at the tile edge.
 """
 
@@ -24,7 +24,7 @@ import time
 
 import numpy as np
 
-from tomoformer.data.morphology import MorphologySummary, tile_morphology
+from tomoformer.evaluation.morphology import MorphologySummary, tile_morphology
 from tomoformer.sim.cities import draw_style, make_city
 from tomoformer.sim.config import STYLES
 

@@ -1,4 +1,4 @@
-"""Real-city benchmark (issue 17): pretrain on the fast simulator, fine-tune on ray-traced real geometry, test on
+"""Real-city benchmark: pretrain on the fast simulator, fine-tune on ray-traced real geometry, test on
 ray-traced tiles of a city used for neither training nor model selection (Florence), dense and sparse.
 
 Inputs: the corpus of ``benchmarks/realcity_corpus.py`` (``train_*.zarr``, ``val_bubenec.zarr``,

@@ -1,10 +1,10 @@
-"""Zero-shot ablation (issue 16): models trained only on the fast simulator, tested on ray-traced real geometry.
+"""Zero-shot ablation: models trained only on the fast simulator, tested on ray-traced real geometry.
 
 Four training worlds of the same size, each simulated here (100 x 100 cells at 2 m, T = 16, 3.5 GHz, a quarter of
 the transmitters outside the tile):
 
-* ``legacy``: the physics before issue 16 (``configs/sim_legacy.yaml``: 12 dB walls, roofs as walls, no canyon
-  light) and the five v1 city styles;
+* ``legacy``: the physics before the randomised simulator (``configs/sim_legacy.yaml``: 12 dB walls, roofs as
+  walls, no canyon light) and the five v1 city styles;
 * ``physics``: the randomised physics (default ``SimConfig``), the same five v1 styles;
 * ``cities``: randomised physics and ``--style mixed`` (v1 and v2 cities);
 * ``cities+real``: as ``cities`` for half the samples, the other half on real footprints (``--geometry``: a

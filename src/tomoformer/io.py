@@ -163,7 +163,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
             tmp.chmod(0o666 & ~_umask())
         replace(tmp, final)
     finally:
-        _remove_tree(tmp)
+        remove_tree(tmp)
 
 
 def _umask() -> int:
@@ -200,7 +200,7 @@ def replace(src: Path, dst: Path) -> None:
         except BaseException:
             os.replace(old, dst)
             raise
-        _remove_tree(old)
+        remove_tree(old)
     else:
         os.replace(src, dst)
 
@@ -210,7 +210,7 @@ def remove(path: Path) -> None:
     followed). Raises :class:`OutputError` for any other directory."""
     if path.is_dir() and not path.is_symlink():
         _check_replaceable(path, True, "delete")
-    _remove_tree(path)
+    remove_tree(path)
 
 
 def remove_ours(path: str | os.PathLike[str]) -> None:
@@ -221,10 +221,10 @@ def remove_ours(path: str | os.PathLike[str]) -> None:
         return
     if not wholly_ours(path):
         raise OutputError(f"{path}: exists and tomoformer did not write it; move it away (tomoformer uses this name)")
-    _remove_tree(path)
+    remove_tree(path)
 
 
-def _remove_tree(path: Path) -> None:
+def remove_tree(path: Path) -> None:
     """Delete ``path`` whatever it holds: only for names this process created itself or a record names."""
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
@@ -293,7 +293,7 @@ def remove_recorded(folder: str | os.PathLike[str], names: Iterable[str]) -> lis
     ours = recorded_entries(folder)
     gone = sorted(set(names) & ours)
     for name in gone:
-        _remove_tree(folder / name)
+        remove_tree(folder / name)
     if gone:
         write_marker(folder, drop=gone)
     return gone

@@ -26,7 +26,7 @@ from typing import Any
 from tomoformer.errors import OutputError
 from tomoformer.io import (
     MARKER,
-    _remove_tree,
+    remove_tree,
     has_foreign_marker,
     is_empty_dir,
     read_marker,
@@ -221,7 +221,7 @@ def _give_back(path: Path, before: set[str], existed: bool, had_record: bool) ->
     """After a failed command: remove the entries it created in ``path``; then the folder if we created it now
     (and it is empty), or our marker if we adopted it now."""
     for name in sorted(_names(path) - before - {MARKER}):
-        _remove_tree(path / name)
+        remove_tree(path / name)
     if not had_record:
         remove_marker(path)
     if not existed:
@@ -428,14 +428,15 @@ def _inspect(
 def read_run_config(path: Path) -> dict[str, Any] | None:
     """The ``config.yaml`` a run or study folder holds; None when missing, not a regular file, too large or
     unreadable."""
-    import yaml
+    from tomoformer.errors import ConfigError
+    from tomoformer.safe_yaml import read_yaml_file
 
     config = path / "config.yaml"
+    if config.is_symlink() or not config.is_file():
+        return None
     try:
-        if config.is_symlink() or not config.is_file() or config.stat().st_size > 1 << 22:
-            return None
-        value = yaml.safe_load(config.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        value = read_yaml_file(config)
+    except ConfigError:
         return None
     return value if isinstance(value, dict) else None
 

@@ -7,9 +7,12 @@ flag and the same value read from a YAML file fail alike (``--lr nan``, ``lr: .n
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tomoformer.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
 
 # Lightning's precision names (lightning.pytorch.trainer.connectors.accelerator_connector._PRECISION_INPUT_STR).
 PRECISIONS = ("16-true", "16-mixed", "bf16-true", "bf16-mixed", "32-true", "64-true", "16", "32", "64", "bf16")
@@ -139,3 +142,15 @@ def check_device(device: str) -> str:
     elif parsed.type != "cpu":
         raise ConfigError(f"--device {device}: unsupported device type (auto, cpu, cuda, cuda:N, mps)")
     return device
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """The torch device to run on: ``None``/``"auto"`` → CUDA when present, else CPU; any other name is checked by
+    :func:`check_device` (a device this machine does not have is a one-line :class:`ConfigError`)."""
+    import torch
+
+    if isinstance(device, torch.device):
+        return device
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(check_device(device))

@@ -8,9 +8,9 @@ the same budget (60 AdamW steps of batch 16, learning rate 2e-3 decayed linearly
 data, initialisation and batches), CPU, one thread.
 
 ``seednet_small`` is tested in its per-patch form (``tokens="patch"``: 0.97 held-out IoU here). With the dense
-head over the whole map (the user's sketch) it does not beat ``threshold`` at this budget (held-out IoU 0.32 after
-60 steps, 0.54 after 200, when it fits its training maps to 0.82): every map must pass through one pooled vector.
-That form is only checked to learn at all.
+head over the whole map (the reference specification) it does not beat ``threshold`` at this budget (held-out IoU
+0.32 after 60 steps, 0.54 after 200, when it fits its training maps to 0.82): every map must pass through one
+pooled vector. That form is only checked to learn at all.
 """
 
 from __future__ import annotations

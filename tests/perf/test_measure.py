@@ -11,12 +11,12 @@ from tomoformer.errors import ConfigError
 from tomoformer.perf.measure import (
     PeakMemory,
     count_flops,
-    resolve_device,
     resolve_precision,
     synthetic_batch,
     time_steps,
     train_step,
 )
+from tomoformer.validation import resolve_device
 
 CPU = torch.device("cpu")
 

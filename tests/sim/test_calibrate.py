@@ -14,8 +14,8 @@ from tomoformer.data.format import write_dataset
 from tomoformer.data.simulated import calibrate_dataset
 from tomoformer.errors import ConfigError, DataError
 from tomoformer.sim import SimConfig, dataset_attrs, simulate_samples
-from tomoformer.sim.calibrate import error_stats, fit_fast_params
-from tomoformer.sim.calibrate_stats import compare_distributions, distribution_stats
+from tomoformer.sim.calibrate import fit_fast_params
+from tomoformer.sim.calibrate_stats import compare_distributions, distribution_stats, error_stats
 
 
 def _maps(**kw) -> tuple[dict[str, np.ndarray], SimConfig]:

@@ -7,7 +7,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from tomoformer.data.morphology import MorphologySummary, tile_morphology
+from tomoformer.evaluation.morphology import MorphologySummary, tile_morphology
 from tomoformer.sim import SimConfig, simulate_samples
 from tomoformer.sim.cities import MIXED_WEIGHTS, draw_style, make_city
 from tomoformer.sim.cities_v2 import V2_STYLES

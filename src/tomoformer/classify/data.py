@@ -184,7 +184,8 @@ def match_classes(data: ImageSet, class_names: list[str], what: str) -> ImageSet
 
 
 class ImageDataModule(L.LightningDataModule):
-    """Train/validation loaders over two in-memory :class:`ImageSet` s; shuffling is seeded."""
+    """Train/validation loaders over two in-memory :class:`ImageSet` s. The training order depends only on (seed,
+    epoch) (:class:`~tomoformer.data.datamodule.EpochShuffleSampler`), so a resumed run repeats bit for bit."""
 
     def __init__(self, train: ImageSet, val: ImageSet, batch_size: int = 64, seed: int = 0) -> None:
         super().__init__()
@@ -192,9 +193,10 @@ class ImageDataModule(L.LightningDataModule):
         self.batch_size, self.seed = batch_size, seed
 
     def train_dataloader(self) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.seed)
+        from tomoformer.data.datamodule import EpochShuffleSampler
+
         dataset = TensorDataset(self.train_set.images, self.train_set.labels)
-        return DataLoader(dataset, batch_size=self.batch_size, shuffle=True, generator=generator)
+        return DataLoader(dataset, batch_size=self.batch_size, sampler=EpochShuffleSampler(len(dataset), self.seed))
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(TensorDataset(self.val_set.images, self.val_set.labels), batch_size=max(self.batch_size, 256))

@@ -13,13 +13,10 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from lightning.fabric.utilities.rank_zero import rank_zero_only
-from torch.utils.data import DataLoader, Sampler, TensorDataset
 
 from tomoformer.classify.config import ClassifyConfig
 from tomoformer.classify.data import ImageDataModule, ImageSet, load_images, match_classes, split
@@ -116,7 +113,7 @@ def run_classify(config: ClassifyConfig, source: str | Path | None = None) -> Cl
         task.apply_policy()
         trainable, total = count_parameters(task.model)
         print(f"policy {policy}: {trainable:,} trainable of {total:,} parameters ({100 * trainable / total:.1f}%)")
-        datamodule = _EpochSeededImages(train, val, config.batch_size, config.seed)
+        datamodule = ImageDataModule(train, val, config.batch_size, config.seed)
         result = fit_task(
             task, datamodule, config.train_config(name, kwargs), run.begin(), start, monitor=("val_acc", "max")
         )
@@ -152,32 +149,3 @@ def _finished(run: RunFolder, done: TrainResult) -> ClassifyResult:
         total=0,
         seconds=0.0,
     )
-
-
-class _EpochSampler(Sampler[int]):
-    """The shuffled order of a ``RandomSampler`` seeded once with ``seed``, drawn anew for the epoch Lightning
-    sets: a run resumed at epoch E sees the same orders as one that ran through (a generator made when the
-    loader is built would restart at epoch 0's order)."""
-
-    def __init__(self, n: int, seed: int) -> None:
-        self.n, self.seed, self.epoch = n, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __iter__(self) -> Iterator[int]:
-        generator = torch.Generator().manual_seed(self.seed)
-        for _ in range(self.epoch):  # the permutations of the epochs before, as one generator would draw them
-            torch.randperm(self.n, generator=generator)
-        yield from torch.randperm(self.n, generator=generator).tolist()
-
-
-class _EpochSeededImages(ImageDataModule):
-    """:class:`ImageDataModule` whose training order depends on the epoch only (resumable bit for bit)."""
-
-    def train_dataloader(self) -> DataLoader:
-        dataset = TensorDataset(self.train_set.images, self.train_set.labels)
-        return DataLoader(dataset, batch_size=self.batch_size, sampler=_EpochSampler(len(dataset), self.seed))

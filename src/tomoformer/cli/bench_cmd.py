@@ -8,7 +8,7 @@ from typing import Any
 
 from tomoformer.cli.common import device_name, non_negative_int, positive_float, positive_int, seed_value
 
-# Without flags, a CUDA machine measures the grid; a CPU one a small grid that finishes in < 1 min.
+# Without flags, a CUDA machine measures the GPU target grid; a CPU one a small grid that finishes in < 1 min.
 GPU_DEFAULTS: dict[str, Any] = {
     "models": "tomoformer_tiny,tomoformer_small,tomoformer_base,unet,seednet",
     "frames": [64, 256, 1000],
@@ -32,7 +32,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         "bench",
         help="measure training/inference throughput, TFLOP/s, memory and data-path stalls",
         description="Synthetic random inputs made on the device unless --data is given. Without flags: the "
-        "issue's grid on CUDA (5 models, T=64/256/1000, 100x100, batch 32), a small one on CPU.",
+        "GPU target grid on CUDA (5 models, T=64/256/1000, 100x100, batch 32), a small one on CPU.",
     )
     s = argparse.SUPPRESS
     p.add_argument("--models", default=s, help="comma-separated registry names (unet is always added as baseline)")
@@ -76,8 +76,9 @@ def run(args: argparse.Namespace) -> int:
     from tomoformer.errors import ConfigError
     from tomoformer.models.registry import list_models
     from tomoformer.perf.bench import run_bench
-    from tomoformer.perf.measure import resolve_device, resolve_precision
+    from tomoformer.perf.measure import resolve_precision
     from tomoformer.perf.throughput import BenchOptions
+    from tomoformer.validation import resolve_device
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -29,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_morphology(args: argparse.Namespace) -> int:
-    from tomoformer.data.morphology import dataset_morphology
+    from tomoformer.evaluation.morphology import dataset_morphology
     from tomoformer.outputs import claim_output
 
     if args.json and args.figure and os.path.abspath(args.json) == os.path.abspath(args.figure):

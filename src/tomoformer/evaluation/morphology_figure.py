@@ -12,7 +12,7 @@ from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from tomoformer.data.morphology import MorphologySummary
+from tomoformer.evaluation.morphology import MorphologySummary
 
 # (attribute, x label, log10 of the values?) per panel
 _PANELS = (

@@ -49,7 +49,7 @@ from tomoformer.models.registry import create_model
 from tomoformer.outputs import RunFolder, run_folder
 from tomoformer.tasks.finetune import FinetuneTask
 from tomoformer.tasks.policy import parse_policy
-from tomoformer.tasks.train import _plain_attrs, fit_task, task_options
+from tomoformer.tasks.train import fit_task, plain_attrs, task_options
 
 
 @dataclass
@@ -110,7 +110,7 @@ def _fit(config: ExpertsConfig, run: RunFolder) -> ExpertsResult:
     datamodule.setup()
     train_set, val_set = datamodule.train_set, datamodule.val_set
     assert isinstance(train_set, SignalMapDataset) and isinstance(val_set, SignalMapDataset)
-    attrs = _plain_attrs(datamodule.attrs)
+    attrs = plain_attrs(datamodule.attrs)
     init = load_checkpoint(config.init_checkpoint) if config.init_checkpoint else None
     encoder = load_checkpoint(config.encoder_checkpoint) if config.features == "encoder" else None
     out = run.begin()

@@ -14,7 +14,7 @@ from tomoformer.data.datamodule import SignalMapDataset
 from tomoformer.data.format import open_dataset, write_dataset
 from tomoformer.experts.fit import evaluate_into
 from tomoformer.experts.task import predict_with_clusters
-from tomoformer.tasks.inference import resolve_device
+from tomoformer.validation import resolve_device
 
 
 def evaluate_experts(

@@ -1,4 +1,4 @@
-"""ConvGRU: a convolutional GRU that reads the T frames one after another (the "RNN" of the user's notes).
+"""ConvGRU: a convolutional GRU that reads the T frames one after another (a recurrent model of the frames).
 
 Each frame is turned into the shared per-frame features (``features.frame_features``: dB relative to the frame
 median in 20 dB units, validity, log distance and excess loss over free space), encoded by a small CNN at

@@ -1,9 +1,9 @@
-"""``seednet``: the user's first design (TimeDistributed CNN -> Transformer encoder over frames -> dense sigmoid
-map), at the widths of the user's sketch.
+"""``seednet``: the per-frame CNN + Transformer design (TimeDistributed CNN -> Transformer encoder over frames ->
+dense sigmoid map), at the widths of its reference specification.
 
-The sketch, for T=1000 frames of 100x100: Conv2D(32, 3x3) and Conv2D(64, 3x3) on every frame, each frame
-flattened, a 6-layer Transformer encoder (``d_model=512``, 8 heads, feed-forward 2048, dropout 0.1) over the T
-frames, and Dense(100*100, sigmoid). Taken literally it does not run:
+The reference specification, for T=1000 frames of 100x100: Conv2D(32, 3x3) and Conv2D(64, 3x3) on every frame,
+each frame flattened, a 6-layer Transformer encoder (``d_model=512``, 8 heads, feed-forward 2048, dropout 0.1)
+over the T frames, and Dense(100*100, sigmoid). Taken literally it does not run:
 
 * activations: the two conv outputs alone are 1000*100*100*32 and 1000*100*100*64 floats per sample,
   1.28 GB + 2.56 GB in float32 (training keeps them, and the ReLU outputs, for the backward pass);
@@ -13,19 +13,19 @@ frames, and Dense(100*100, sigmoid). Taken literally it does not run:
 * Dense(10,000) applied to every frame's encoder output gives T maps, not one; applied to the flattened
   T x 512 sequence it holds 5.12 G weights and fixes T to 1000.
 
-What runs here keeps every width of the sketch and changes only what must change:
+What runs here keeps every width of the specification and changes only what must change:
 
-* per-frame CNN: Conv(32, 3x3) and Conv(64, 3x3) at full resolution as sketched, then a 1x1 Conv(``cnn_out``)
+* per-frame CNN: Conv(32, 3x3) and Conv(64, 3x3) at full resolution as specified, then a 1x1 Conv(``cnn_out``)
   and adaptive average pooling to a ``pool_size`` x ``pool_size`` grid (instead of flattening all 640,000
   features), flattened and projected to ``d_model`` (16*16*32 -> 512: 4.2 M weights); frames go through the
   CNN in chunks of ``frame_chunk``, so T=1000 at inference needs the activations of ``frame_chunk`` frames only
   (training keeps them all: about 0.65 GB per sample at T=64, 100x100, float32);
 * Transformer encoder over the T frame tokens: 6 layers, width 512, 8 heads, feed-forward 2048, dropout 0.1, as
-  sketched; pre-norm instead of post-norm (the usual choice for deep encoders; not compared here); missing
+  specified; pre-norm instead of post-norm (the usual choice for deep encoders; not compared here); missing
   frames are masked; no frame position (the frames are an unordered set of transmitters);
 * frame pooling (so that any T works): the masked mean of the encoder's outputs over the present frames, one
   512-number vector per sample;
-* dense head as sketched: one linear layer from that vector to every cell of the ``img_size`` x ``img_size`` map
+* dense head as specified: one linear layer from that vector to every cell of the ``img_size`` x ``img_size`` map
   (512 -> 10,000: 5.1 M weights), sigmoid in the loss. The head fixes the map size: for another H x W the map is
   resampled bilinearly to H x W (``other_size="resample"``, the default) or refused with one line
   (``other_size="refuse"``). Train with ``img_size`` set to the data's size (``--model-opt img_size=48``).
@@ -65,7 +65,7 @@ class SeedNet(nn.Module):
         pool_size: each frame's CNN features are pooled to pool_size x pool_size before the projection.
         frame_chunk: frames pushed through the CNN at once (bounds peak memory for T=1000).
         other_size: "resample" (bilinear, the map to H x W) or "refuse" (DataError) when H x W != img_size.
-        tokens: "frame" (one token per frame, dense head over the whole map: the sketch) or "patch" (one token
+        tokens: "frame" (one token per frame, dense head over the whole map: the specification) or "patch" (one token
             per frame and patch, dense head per patch; any H x W, ``img_size`` and ``pool_size`` unused).
         patch_size: cells per patch side with ``tokens="patch"``.
     """
@@ -188,7 +188,8 @@ class _Patchify(nn.Module):
 
 @register_model
 def seednet(**kwargs: Any) -> SeedNet:
-    """The user's design at the sketch's widths: per-frame CNN, 6 x 512 Transformer over frames, dense head."""
+    """The per-frame CNN + Transformer design at its specified widths: per-frame CNN, 6 x 512 Transformer over frames,
+    dense head."""
     return SeedNet(**kwargs)
 
 

@@ -27,19 +27,6 @@ Batch = dict[str, Tensor]
 Step = Callable[[Batch], Any]
 
 
-def resolve_device(device: str | None) -> torch.device:
-    """``None``/"auto" → CUDA when present, else CPU; refuses a CUDA request on a machine without one."""
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise ConfigError(f"unknown device {device!r} (use cpu, cuda or cuda:N)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda: no CUDA device is available here")
-    return dev
-
-
 def resolve_precision(precision: str | None, device: torch.device) -> str:
     """ "bf16" or "32"; ``None``/"auto" picks bf16 on CUDA and float32 elsewhere (like ``tomoformer train``)."""
     if precision in (None, "auto"):

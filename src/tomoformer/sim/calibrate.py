@@ -28,7 +28,7 @@ import torch
 from scipy.optimize import lsq_linear
 
 from tomoformer.errors import DataError
-from tomoformer.sim.calibrate_stats import compare_distributions
+from tomoformer.sim.calibrate_stats import compare_distributions, error_stats
 from tomoformer.sim.config import SimConfig
 from tomoformer.sim.physics import Physics
 from tomoformer.sim.propagation import path_gain_db
@@ -62,15 +62,6 @@ class Calibration:
             "n_cells": self.n_cells,
             "distributions": self.distributions,
         }
-
-
-def error_stats(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
-    """RMSE, MAE and mean (pred - target) in dB over cells finite in both arrays (any equal shapes)."""
-    ok = np.isfinite(pred) & np.isfinite(target)
-    if not ok.any():
-        raise DataError("no cell has a value in both the ray-traced and the simulated maps")
-    d = pred[ok].astype(np.float64) - target[ok]
-    return {"rmse_db": float(np.sqrt(np.mean(d**2))), "mae_db": float(np.mean(np.abs(d))), "bias_db": float(d.mean())}
 
 
 def loss_terms(

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from tomoformer.errors import DataError
 from tomoformer.sim.config import SimConfig
 
 STATISTICS = ("indoor_minus_outdoor_db", "shadowed_minus_lit_outdoor_db", "empty_indoor", "empty_outdoor")
@@ -107,6 +108,15 @@ def fast_signals(
     return out
 
 
+def error_stats(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
+    """RMSE, MAE and mean (pred - target) in dB over cells finite in both arrays (any equal shapes)."""
+    ok = np.isfinite(pred) & np.isfinite(target)
+    if not ok.any():
+        raise DataError("no cell has a value in both the ray-traced and the simulated maps")
+    d = pred[ok].astype(np.float64) - target[ok]
+    return {"rmse_db": float(np.sqrt(np.mean(d**2))), "mae_db": float(np.mean(np.abs(d))), "bias_db": float(d.mean())}
+
+
 def compare_distributions(
     heights: np.ndarray,
     tx_pos: np.ndarray,
@@ -120,8 +130,6 @@ def compare_distributions(
     Returns {"ray_tracer": stats, "fast": {stat: {min, median, max}}, "bracketed": {stat: bool},
     "rmse_db": {min, median, max} (per-cell RMSE of the full fast maps, cells finite in both), "draws": n}.
     """
-    from tomoformer.sim.calibrate import error_stats
-
     buildings = np.asarray(heights) > config.rx_height_m
     signals = np.asarray(signals, np.float32)
     shadowed = shadow_mask(heights, tx_pos, config)

@@ -25,8 +25,8 @@ _GRID_STYLES: dict[str, dict[str, tuple[float, float] | float]] = {
 }
 
 
-# Draw probabilities of ``--style mixed``. Chosen (see /work/notes/E-readme.md, the morphology table) so that the
-# mix spans every real source of issue 16: city cores (perimeter, irregular: courtyards, large masses),
+# Draw probabilities of ``--style mixed``. Chosen (see the morphology table in docs/simulators.md) so that the
+# mix spans every real source measured there: city cores (perimeter, irregular: courtyards, large masses),
 # small towns (detached, open: coverage near 0, ~100 m2 masses) and the grid styles of v1.
 MIXED_WEIGHTS: dict[str, float] = {
     "dense": 0.06,

@@ -1,4 +1,4 @@
-"""City generator v2: the morphologies of real city tiles (issue 16), as building-height maps in metres.
+"""City generator v2: the morphologies of real city tiles, as building-height maps in metres.
 
 * ``perimeter``: contiguous perimeter blocks with courtyards along a street grid at any angle, cut into
   parcels of different heights, some with lower rear wings, neighbouring blocks

@@ -8,8 +8,6 @@ import os
 from dataclasses import dataclass, fields
 from typing import Any
 
-import yaml
-
 from tomoformer.errors import ConfigError
 
 # City styles (sim/cities.py, sim/cities_v2.py). Append only: a dataset's `group` is an index into this tuple.
@@ -209,15 +207,10 @@ class SimConfig:
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike[str]) -> SimConfig:
-        """Read a YAML mapping of SimConfig fields."""
-        try:
-            with open(path, encoding="utf-8") as fh:
-                data = yaml.safe_load(fh)
-        except OSError as exc:
-            raise ConfigError(f"cannot read sim config {path}: {exc.strerror}") from exc
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"sim config {path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
-        return cls.from_dict(data or {})
+        """Read a YAML mapping of SimConfig fields (bounded: :func:`tomoformer.safe_yaml.read_yaml_file`)."""
+        from tomoformer.safe_yaml import read_yaml_file
+
+        return cls.from_dict(read_yaml_file(path) or {})
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict of all fields (YAML/JSON friendly); round-trips through from_dict."""

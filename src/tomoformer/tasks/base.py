@@ -125,10 +125,6 @@ class BaseTask(L.LightningModule):
             return [LinearProbeThenFinetune(float(self.policy.value or 0.5))]
         return []
 
-    def merged_model(self) -> nn.Module:
-        """A copy of the model with LoRA adapters folded in: the plain registry architecture."""
-        return merged_copy(self.model)
-
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.policy.kind == "lora":
             save_lora_state(checkpoint, self.model)

@@ -13,13 +13,7 @@ from torch.utils.data import DataLoader
 
 from tomoformer.data.datamodule import SignalMapDataset, collate
 from tomoformer.errors import ConfigError, NumericsError
-
-
-def resolve_device(device: str | None = None) -> torch.device:
-    """``"auto"``/None → CUDA when present, else CPU."""
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+from tomoformer.validation import resolve_device
 
 
 @torch.no_grad()

@@ -139,7 +139,7 @@ def task_options(config: TrainConfig, data_attrs: dict[str, Any]) -> dict[str, A
         "weight_decay": config.weight_decay,
         "warmup_fraction": config.warmup_fraction,
         "dice_weight": config.dice_weight,
-        "data_attrs": _plain_attrs(data_attrs),
+        "data_attrs": plain_attrs(data_attrs),
     }
 
 
@@ -285,7 +285,7 @@ def _fit_classical(
     hparams = {
         "model": config.model,
         "model_kwargs": config.model_kwargs,
-        "data_attrs": _plain_attrs(datamodule.attrs),
+        "data_attrs": plain_attrs(datamodule.attrs),
     }
     best = save_checkpoint(out / "checkpoints" / "best.ckpt", model, hparams)
     shutil.copyfile(best, out / "checkpoints" / "last.ckpt")
@@ -332,7 +332,7 @@ def _log_folders(out: Path) -> list[Path]:
     return [p for p in out.glob("logs*") if p.is_dir() and re.fullmatch(r"logs(-\d+)?", p.name)]
 
 
-def _plain_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
+def plain_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
     """Dataset attributes as plain JSON-like values (they travel inside checkpoints)."""
     keep = ("cell_size_m", "frequency_hz", "signal_unit", "rx_height_m", "source")
     return {k: attrs[k] for k in keep if k in attrs}

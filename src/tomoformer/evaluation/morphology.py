@@ -12,8 +12,9 @@ Per tile (a boolean building map ``[H, W]`` with cells of ``cell_size_m`` metres
 * distance to the nearest street: for every building cell, the distance in metres to the nearest open cell
   connected to the tile border (a courtyard is not a street).
 
-The definitions follow the real-city table of issue 16 (/work/shared/REAL-CITIES.md), so that simulated,
-imported (``tomoformer geometry import``: heights, no signals) and ray-traced datasets can be put beside it.
+The definitions are those of the real-city morphology table in docs/simulators.md, so that simulated, imported
+(``tomoformer geometry import``: heights, no signals) and ray-traced datasets can be put beside it. It lives in
+evaluation/ because it reads both datasets (data/) and geometry stores (geometry/), which sit below it.
 """
 
 from __future__ import annotations

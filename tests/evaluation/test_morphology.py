@@ -10,7 +10,7 @@ import pytest
 
 from tomoformer.cli import main
 from tomoformer.data.format import write_dataset
-from tomoformer.data.morphology import MorphologySummary, dataset_morphology, edge_orientation, tile_morphology
+from tomoformer.evaluation.morphology import MorphologySummary, dataset_morphology, edge_orientation, tile_morphology
 from tomoformer.sim.cities import make_city
 from tomoformer.sim.citygeom import rotated_frame
 
