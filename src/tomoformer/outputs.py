@@ -26,13 +26,13 @@ from typing import Any
 from tomoformer.errors import OutputError
 from tomoformer.io import (
     MARKER,
-    remove_tree,
     has_foreign_marker,
     is_empty_dir,
     read_marker,
     recorded_entries,
     remove_marker,
     remove_recorded,
+    remove_tree,
     wholly_ours,
     write_marker,
 )

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from tomoformer.evaluation.metrics import ArrayLike, _as_bool, to_numpy
+from tomoformer.evaluation.metrics import ArrayLike, as_bool, to_numpy
 
 N_BINS = 15
 CALIBRATION_NAMES = ("ece", "brier", "nll")
@@ -53,7 +53,7 @@ class CalibrationAccumulator:
     def update(self, probabilities: ArrayLike, truth: ArrayLike) -> None:
         """Add probabilities ``[...]`` in [0, 1] (NaN = no prediction) against truth 0/1 of the same shape."""
         p = to_numpy(probabilities).astype(np.float64).reshape(-1)
-        y = _as_bool(truth).reshape(-1)
+        y = as_bool(truth).reshape(-1)
         if p.shape != y.shape:
             raise ValueError(f"probabilities ({p.size} values) and truth ({y.size} values) differ in size")
         ok = np.isfinite(p)
@@ -111,7 +111,7 @@ def fit_temperature(
         ``T`` in [0.05, 20]; 1.0 when there is nothing to fit on.
     """
     z = torch.as_tensor(to_numpy(logits), dtype=torch.float64).reshape(-1)
-    y = torch.as_tensor(_as_bool(truth), dtype=torch.float64).reshape(-1)
+    y = torch.as_tensor(as_bool(truth), dtype=torch.float64).reshape(-1)
     if z.shape != y.shape:
         raise ValueError(f"logits ({z.numel()} values) and truth ({y.numel()} values) differ in size")
     ok = torch.isfinite(z)

@@ -53,7 +53,7 @@ class BinaryCounts:
 
     def update(self, pred: ArrayLike, truth: ArrayLike) -> BinaryCounts:
         """Add the counts of ``pred`` against ``truth`` (bool or 0/1, same shape) in place; returns self."""
-        p, t = _as_bool(pred), _as_bool(truth)
+        p, t = as_bool(pred), as_bool(truth)
         if p.shape != t.shape:
             raise ValueError(f"prediction shape {p.shape} does not match truth shape {t.shape}")
         tp = int(np.count_nonzero(p & t))
@@ -86,7 +86,7 @@ class BinaryCounts:
         }
 
 
-def _as_bool(x: ArrayLike) -> np.ndarray:
+def as_bool(x: ArrayLike) -> np.ndarray:
     a = to_numpy(x)
     # Truth maps come as uint8 0/1 or float 0./1. (possibly soft); a half-way cut reads them all.
     return a if a.dtype == np.bool_ else a > 0.5
@@ -127,7 +127,7 @@ class MetricAccumulator:
         groups: ``[N]`` int or None.
         """
         prob = to_numpy(probabilities).astype(np.float32, copy=False)
-        t = _as_bool(truth)
+        t = as_bool(truth)
         if prob.ndim == 2 and t.ndim == 2:  # a single map
             prob, t = prob[None], t[None]
         if prob.ndim != 3 or prob.shape != t.shape:
@@ -215,7 +215,7 @@ def best_threshold(probabilities: ArrayLike, truth: ArrayLike, thresholds: Array
     above each threshold is read off with a binary search. Ties go to the threshold nearest 0.5.
     """
     prob = to_numpy(probabilities).astype(np.float64).reshape(-1)
-    t = _as_bool(truth).reshape(-1)
+    t = as_bool(truth).reshape(-1)
     if prob.shape != t.shape:
         raise ValueError(f"probabilities ({prob.size} values) and truth ({t.size} values) differ in size")
     grid = np.round(np.arange(1, 100) / 100, 2) if thresholds is None else to_numpy(thresholds).astype(float)

@@ -13,6 +13,7 @@ import math
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 
@@ -85,3 +86,21 @@ class FiniteGuard(Callback):
             raise NumericsError(
                 f"training stopped: the loss became non-finite during epoch {trainer.current_epoch}; {_ADVICE}"
             )
+
+
+def check_finite_probabilities(probabilities: np.ndarray, dataset: Any, start: int = 0) -> None:
+    """Refuse non-finite probabilities ``[B, H, W]`` (samples ``start..start+B-1`` of ``dataset``) with one line.
+
+    A NaN map is refused, not patched: the models map missing measurements (NaN cells, even all-NaN frames) to
+    finite maps, so a NaN output means inputs outside what they handle (e.g. absurd ``tx_pos``), and any value put
+    in its place would be a guess presented as a prediction.
+    """
+    finite = np.isfinite(probabilities.reshape(len(probabilities), -1)).all(axis=1)
+    if finite.all():
+        return
+    bad = [int(dataset.indices[start + i]) for i in np.flatnonzero(~finite)[:5]]
+    where = getattr(dataset.source, "path", "the data")
+    raise NumericsError(
+        f"{where}: the model gives non-finite probabilities for sample(s) {', '.join(map(str, bad))} "
+        "(check the data with `tomoformer data validate`: signal values, tx_pos); nothing was written"
+    )

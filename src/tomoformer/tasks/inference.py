@@ -12,7 +12,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from tomoformer.data.datamodule import SignalMapDataset, collate
-from tomoformer.errors import ConfigError, NumericsError
+from tomoformer.errors import ConfigError
+from tomoformer.tasks.guards import check_finite_probabilities
 from tomoformer.validation import resolve_device
 
 
@@ -46,24 +47,6 @@ def predict_probabilities(
         out[position : position + len(prob)] = logits.float().cpu().numpy() if logits_out else prob
         position += len(prob)
     return out
-
-
-def check_finite_probabilities(probabilities: np.ndarray, dataset: SignalMapDataset, start: int = 0) -> None:
-    """Refuse non-finite probabilities ``[B, H, W]`` (samples ``start..start+B-1`` of ``dataset``) with one line.
-
-    A NaN map is refused, not patched: the models map missing measurements (NaN cells, even all-NaN frames) to
-    finite maps, so a NaN output means inputs outside what they handle (e.g. absurd ``tx_pos``), and any value put
-    in its place would be a guess presented as a prediction.
-    """
-    finite = np.isfinite(probabilities.reshape(len(probabilities), -1)).all(axis=1)
-    if finite.all():
-        return
-    bad = [int(dataset.indices[start + i]) for i in np.flatnonzero(~finite)[:5]]
-    where = getattr(dataset.source, "path", "the data")
-    raise NumericsError(
-        f"{where}: the model gives non-finite probabilities for sample(s) {', '.join(map(str, bad))} "
-        "(check the data with `tomoformer data validate`: signal values, tx_pos); nothing was written"
-    )
 
 
 def _progress(iterable, description: str):

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 
 from tomoformer.data.datamodule import SignalMapDataset, collate
 from tomoformer.data.transforms import N_D4, SHAPE_KEEPING_D4, apply_d4
-from tomoformer.evaluation.metrics import ArrayLike, BinaryCounts, _as_bool, to_numpy
+from tomoformer.evaluation.metrics import ArrayLike, BinaryCounts, as_bool, to_numpy
 
 # Chosen by measurement (docs/uncertainty.md): 8 D4 views, each but the first on a random 75 % of the frames.
 DEFAULT_VIEWS = N_D4
@@ -90,7 +90,8 @@ def predict_with_uncertainty(
     The uncertainty is the binary entropy of the mean, in bits (0..1). ``model`` should be the calibrated one
     (:meth:`tomoformer.checkpoint.LoadedModel.calibrated`).
     """
-    from tomoformer.tasks.inference import check_finite_probabilities, resolve_device
+    from tomoformer.tasks.guards import check_finite_probabilities
+    from tomoformer.validation import resolve_device
 
     device = resolve_device(device) if not isinstance(device, torch.device) else device
     model = model.to(device).eval()
@@ -120,7 +121,7 @@ def uncertainty_auroc(
     cells are right or all wrong)."""
     from sklearn.metrics import roc_auc_score
 
-    wrong = ((to_numpy(probabilities) > threshold) != _as_bool(truth)).reshape(-1)
+    wrong = ((to_numpy(probabilities) > threshold) != as_bool(truth)).reshape(-1)
     u = to_numpy(uncertainty).astype(np.float64).reshape(-1)
     if wrong.all() or not wrong.any():
         return float("nan")
@@ -137,7 +138,7 @@ def risk_coverage(
     """Scores of the map on the most certain ``coverage`` fraction of cells (all maps pooled; ties broken by
     cell order): one row per coverage with ``coverage``, ``iou``, ``accuracy`` and ``n_cells``."""
     pred = (to_numpy(probabilities) > threshold).reshape(-1)
-    t = _as_bool(truth).reshape(-1)
+    t = as_bool(truth).reshape(-1)
     order = np.argsort(to_numpy(uncertainty).reshape(-1), kind="stable")
     rows = []
     for c in coverages:
