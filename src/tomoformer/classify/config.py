@@ -11,6 +11,7 @@ from typing import Any
 
 from tomoformer.tasks.config import TrainConfig
 from tomoformer.tasks.options import (
+    POLICY_HELP,
     OptimOptions,
     RunOptions,
     check_fields,
@@ -22,7 +23,6 @@ from tomoformer.tasks.options import (
 
 DEFAULT_MODEL = "vit_tiny_patch16_224"  # a timm name; the demo and the tests build it at the data's image size
 DATA_HELP = "image folder (root/<class>/*.png|jpg) or .npz with images [N, C, H, W] and labels [N]"
-POLICY_HELP = "full, head, freeze:K, llrd:G, lora:R or lp-ft[:F]"
 
 
 @dataclass

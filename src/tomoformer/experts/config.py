@@ -8,7 +8,15 @@ from typing import TYPE_CHECKING, Any
 
 from tomoformer.errors import ConfigError
 from tomoformer.tasks.config import TrainConfig, augment_options
-from tomoformer.tasks.options import OptimOptions, RunOptions, check_fields, config_from_dict, option, shared_values
+from tomoformer.tasks.options import (
+    POLICY_HELP,
+    OptimOptions,
+    RunOptions,
+    check_fields,
+    config_from_dict,
+    option,
+    shared_values,
+)
 
 if TYPE_CHECKING:
     from tomoformer.data.datamodule import AugmentOptions
@@ -49,9 +57,7 @@ class ExpertsConfig(RunOptions, OptimOptions):
     init_checkpoint: str | None = option(
         None, "pretrained checkpoint the sub-models start from (expert model 'init' or same model)"
     )
-    policy: str = option(
-        "full", "fine-tuning policy of pretrained sub-models: full, head, freeze:K, llrd:G, lora:R, lp-ft"
-    )
+    policy: str = option("full", f"fine-tuning policy of pretrained sub-models: {POLICY_HELP}")
     # With policy lora:R and every expert "init": the experts share one frozen backbone (one LoRA adapter and
     # one head each) instead of K full copies.
     share_backbone: bool = option(False, "lora:R experts share one frozen backbone (adapter + head each)")

@@ -17,6 +17,7 @@ from tomoformer.errors import ConfigError
 from tomoformer.models.adapt import count_parameters
 from tomoformer.models.protocol import requires_fit
 from tomoformer.pretrained import resolve as resolve_pretrained
+from tomoformer.tasks.config import FinetuneConfig
 from tomoformer.tasks.mapping import MappingTask
 from tomoformer.tasks.policy import parse_policy
 from tomoformer.tasks.train import (
@@ -45,18 +46,28 @@ class FinetuneResult:
     total: int
 
 
-def run_finetune(checkpoint: str | Path, policy: str, config: TrainConfig) -> FinetuneResult:
+def run_finetune(
+    checkpoint: str | Path | None = None, policy: str | None = None, config: TrainConfig | None = None
+) -> FinetuneResult:
     """Fine-tune the model in ``checkpoint`` on ``config.data`` under ``policy``; write the run folder ``config.out``.
 
-    ``config.model`` and ``config.model_kwargs`` are taken from the checkpoint.
+    ``config`` is a :class:`FinetuneConfig` (``checkpoint`` and ``policy`` then default to its ``init`` and
+    ``policy``) or a plain :class:`TrainConfig`. ``config.model`` and ``config.model_kwargs`` are taken from the
+    checkpoint. The run folder's ``config.yaml`` is the resolved :class:`FinetuneConfig`.
     """
     start = time.perf_counter()
-    parsed = parse_policy(policy)
+    config = config if config is not None else FinetuneConfig()
+    checkpoint = checkpoint if checkpoint is not None else getattr(config, "init", None)
+    if not checkpoint:
+        raise ConfigError("give the checkpoint to fine-tune (--from CKPT, or init: in the config)")
+    parsed = parse_policy(policy if policy is not None else getattr(config, "policy", "full"))
     checkpoint = resolve_pretrained(str(checkpoint))  # a shipped model's name works as --from
     loaded = load_checkpoint(checkpoint)
     if requires_fit(loaded.model):
         raise ConfigError(f"{checkpoint}: model {loaded.name!r} is fitted, not trained; nothing to fine-tune")
-    config = dataclasses.replace(config, model=loaded.name, model_kwargs=dict(loaded.model_kwargs))
+    values = {f.name: getattr(config, f.name) for f in dataclasses.fields(TrainConfig)}
+    values.update(model=loaded.name, model_kwargs=dict(loaded.model_kwargs))
+    config = FinetuneConfig(**values, init=str(checkpoint), policy=str(parsed))
     record = {**config.to_dict(), "finetune": {"from": str(checkpoint), "policy": str(parsed)}}
     with open_run(config, record, command="finetune", inputs=(str(checkpoint),)) as run:
         datamodule = datamodule_for(config)

@@ -24,6 +24,7 @@ from tomoformer.models.features import frame_features
 from tomoformer.models.registry import create_model
 from tomoformer.models.tomoformer import TomoFormer
 from tomoformer.tasks.base import BaseTask
+from tomoformer.tasks.options import MASK_MODES
 from tomoformer.tasks.train import (
     TrainConfig,
     TrainResult,
@@ -34,8 +35,6 @@ from tomoformer.tasks.train import (
     open_run,
     task_options,
 )
-
-MASK_MODES = ("frames", "patches")
 
 
 def _first_k(scores: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
@@ -178,10 +177,15 @@ class MaskedSignalTask(BaseTask):
         return list(self.recon.parameters())
 
 
-def run_masked_pretraining(config: TrainConfig, mask_ratio: float = 0.5, mask_mode: str = "frames") -> TrainResult:
+def run_masked_pretraining(
+    config: TrainConfig, mask_ratio: float | None = None, mask_mode: str | None = None
+) -> TrainResult:
     """Masked signal modelling of ``config.model`` (a TomoFormer) on ``config.data``, which needs no labels; the
-    run folder is like ``train``'s and the best checkpoint has the lowest ``val_loss``."""
+    run folder is like ``train``'s and the best checkpoint has the lowest ``val_loss``. ``mask_ratio`` and
+    ``mask_mode`` default to those of a :class:`~tomoformer.tasks.config.PretrainConfig` (else 0.5, frames)."""
     start = time.perf_counter()
+    mask_ratio = mask_ratio if mask_ratio is not None else getattr(config, "mask_ratio", 0.5)
+    mask_mode = mask_mode if mask_mode is not None else getattr(config, "mask_mode", "frames")
     options = {k: getattr(config, k) for k in ("model", "model_kwargs", "lr", "weight_decay", "warmup_fraction")}
     MaskedSignalTask(**options, mask_ratio=mask_ratio, mask_mode=mask_mode)  # refuse bad options before any data
     record = {**config.to_dict(), "objective": "masked", "mask_ratio": mask_ratio, "mask_mode": mask_mode}
