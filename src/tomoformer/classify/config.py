@@ -9,11 +9,13 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from tomoformer.errors import ConfigError
 from tomoformer.tasks.config import TrainConfig
 from tomoformer.tasks.options import (
     POLICY_HELP,
     OptimOptions,
     RunOptions,
+    check_budget,
     check_fields,
     config_from_dict,
     like,
@@ -55,6 +57,9 @@ class ClassifyConfig(RunOptions, OptimOptions):
 
     def __post_init__(self) -> None:
         check_fields(self)
+        check_budget(self)
+        if self.weights and self.pretrained:
+            raise ConfigError("give --weights or --pretrained, not both")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> ClassifyConfig:

@@ -70,6 +70,8 @@ def run_classify(config: ClassifyConfig, source: str | Path | None = None) -> Cl
     ``config.policy``; write the run folder ``config.out``."""
     start = time.perf_counter()
     policy = parse_policy(config.policy)
+    if source and (config.weights or config.pretrained):
+        raise ConfigError("give --from CKPT, or --weights / --pretrained with --model, not both")
     train, val = read_data(config)
     loaded = load_classifier(source) if source else None
     name, extra, patch = config.model, dict(config.model_kwargs), config.patch_size

@@ -8,7 +8,6 @@ import argparse
 from tomoformer.cli.common import add_config_flag
 from tomoformer.cli.options import add_options
 from tomoformer.cli.train_cmd import add_augment_flags, add_train_flags, train_config_from_args
-from tomoformer.errors import ConfigError
 
 _S = argparse.SUPPRESS
 # The training flags that make sense when the model comes from a checkpoint (no --model).
@@ -31,9 +30,7 @@ def run(args: argparse.Namespace) -> int:
     from tomoformer.tasks.finetune import run_finetune
 
     config = train_config_from_args(args, _SKIP, FinetuneConfig)  # a bad policy fails before any data is read
-    if not config.init:
-        raise ConfigError("give --from CKPT (or init: in the --config file): the checkpoint to fine-tune")
-    result = run_finetune(config.init, config.policy, config)
+    result = run_finetune(config=config)  # no --from (init): a one-line error before any output
     shown = ", ".join(f"{k}={v:.4f}" for k, v in sorted(result.train.metrics.items()))
     print(f"done in {result.train.seconds:.0f} s ({result.policy}): {shown}")
     print(f"best checkpoint: {result.train.best_checkpoint}")

@@ -46,17 +46,15 @@ def run(args: argparse.Namespace) -> int:
     from tomoformer.tasks.train import run_training
 
     config = train_config_from_args(args, cls=PretrainConfig)
-    if config.stream:
-        if hasattr(args, "data") or hasattr(args, "val_data"):
+    if config.stream:  # the config refuses --data and --objective masked with --stream
+        if hasattr(args, "data"):  # --data given as the default path is still a store, not a stream
             raise ConfigError("give either --stream or --data, not both")
-        if config.objective == "masked":
-            raise ConfigError("--objective masked trains on a dataset store: give --data, not --stream")
         from tomoformer.tasks.stream_pretraining import run_stream_pretraining
 
         sim = sim_config_from_args(args, config.sim_config)
         result = run_stream_pretraining(config, sim, config.samples_per_epoch, config.val_samples)
     else:
-        if config.sim_config or args.overrides:
+        if args.overrides:  # --sim-config without --stream: refused by the config
             raise ConfigError("--sim-config and --set need --stream")
         if config.objective == "masked":
             from tomoformer.tasks.pretraining import run_masked_pretraining

@@ -11,12 +11,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tomoformer.data.augment_options import AugmentOptions
+from tomoformer.errors import ConfigError
 from tomoformer.tasks.options import (
     AdaptOptions,
     OptimOptions,
     PretrainOptions,
     RunOptions,
     StreamOptions,
+    check_budget,
     check_fields,
     config_from_dict,
     option,
@@ -55,6 +57,7 @@ class TrainConfig(RunOptions, OptimOptions):
             self.augment = augment_options(**self.augment)
         check_fields(self)
         self.augment.check()
+        check_budget(self)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
@@ -69,7 +72,14 @@ class TrainConfig(RunOptions, OptimOptions):
 @dataclass
 class FinetuneConfig(TrainConfig, AdaptOptions):
     """A ``finetune`` run: :class:`TrainConfig` plus where it starts and its policy (:class:`AdaptOptions`);
-    ``model`` and ``model_kwargs`` come from the ``init`` checkpoint."""
+    ``model`` and ``model_kwargs`` come from the ``init`` checkpoint (required by
+    :func:`tomoformer.tasks.finetune.run_finetune`, so a config file may name it later)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        from tomoformer.tasks.policy import parse_policy  # torch: only when a fine-tuning config is built
+
+        parse_policy(self.policy)  # a bad policy fails before any data is read
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> FinetuneConfig:
@@ -79,7 +89,19 @@ class FinetuneConfig(TrainConfig, AdaptOptions):
 @dataclass
 class PretrainConfig(TrainConfig, PretrainOptions, StreamOptions):
     """A ``pretrain`` run: :class:`TrainConfig` plus the objective (:class:`PretrainOptions`) and the streaming
-    options (:class:`StreamOptions`)."""
+    options (:class:`StreamOptions`). Streaming trains on simulated samples: no dataset store, and no masked
+    objective (that one trains on a store)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.stream:
+            default_data = {f.name: f.default for f in dataclasses.fields(TrainConfig)}["data"]
+            if self.data != default_data or self.val_data is not None:
+                raise ConfigError("give either --stream or --data, not both")
+            if self.objective == "masked":
+                raise ConfigError("--objective masked trains on a dataset store: give --data, not --stream")
+        elif self.sim_config:
+            raise ConfigError("--sim-config and --set need --stream")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> PretrainConfig:

@@ -147,6 +147,13 @@ def check_fields(config: Any) -> None:
         config.devices = devices_value(config.devices)
 
 
+def check_budget(config: Any) -> None:
+    """A run needs a step budget: ``max_epochs`` or ``max_steps`` of at least 1 (the command line's rule, applied
+    to every config so a library caller gets it too)."""
+    if config.max_epochs < 1 and config.max_steps < 1:
+        raise ConfigError("give --max-epochs or --max-steps of at least 1")
+
+
 def devices_value(devices: Any) -> int | str:
     """Lightning's forms: N >= 1, -1 (all), "auto", or a comma list of indices ("0,2"); "3" becomes 3."""
     if isinstance(devices, str) and devices.strip().lstrip("-").isdigit():
