@@ -11,11 +11,13 @@ initialisation. The model is always rebuilt for the data: its image size, channe
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from lightning.fabric.utilities.rank_zero import rank_zero_only
@@ -35,7 +37,7 @@ from tomoformer.errors import ConfigError
 from tomoformer.models.adapt import count_parameters
 from tomoformer.outputs import RunFolder
 from tomoformer.tasks.policy import parse_policy
-from tomoformer.tasks.train import TrainResult, finished_result, fit_task, open_run
+from tomoformer.tasks.train import TrainResult, run_job
 
 # Keyword arguments resolved from the data: never copied from a checkpoint into a model for other data.
 _DATA_KWARGS = ("num_classes", "in_chans", "img_size")
@@ -89,11 +91,10 @@ def run_classify(config: ClassifyConfig, source: str | Path | None = None) -> Cl
         "class_names": train.class_names,
     }
     inputs = (str(source) if source else None, config.weights)
-    # open_run seeds everything before the model is built.
-    with open_run(config.train_config(name, kwargs), record, command="classify", inputs=inputs) as run:
-        done = finished_result(run, config.train_config(name, kwargs))
-        if done is not None:
-            return _finished(run, done)
+    counts: dict[str, int] = {}
+
+    def make_task(datamodule: Any) -> ClassifyTask:
+        # Built after open_run seeded everything.
         task = ClassifyTask(
             name,
             kwargs,
@@ -116,12 +117,11 @@ def run_classify(config: ClassifyConfig, source: str | Path | None = None) -> Cl
         if fresh:
             print(f"new classifier head for {len(train.class_names)} classes ({', '.join(fresh)} freshly initialised)")
         task.apply_policy()
-        trainable, total = count_parameters(task.model)
+        counts["trainable"], counts["total"] = trainable, total = count_parameters(task.model)
         print(f"policy {policy}: {trainable:,} trainable of {total:,} parameters ({100 * trainable / total:.1f}%)")
-        datamodule = _EpochSeededImages(train, val, config.batch_size, config.seed)
-        result = fit_task(
-            task, datamodule, config.train_config(name, kwargs), run.begin(), start, monitor=("val_acc", "max")
-        )
+        return task
+
+    def finish(run: RunFolder, result: TrainResult) -> ClassifyResult:
         top1 = math.nan
         # last.ckpt is Lightning's own, written every epoch (fit_task): merged weights and task name for loading,
         # optimiser and adapter state for --resume.
@@ -131,14 +131,28 @@ def run_classify(config: ClassifyConfig, source: str | Path | None = None) -> Cl
             )
             top1 = float(scores["top1"])
         run.finish(metrics=result.metrics, val_top1=top1)
-    return ClassifyResult(
-        out=run.path,
-        best_checkpoint=result.best_checkpoint,
-        val_top1=top1,
-        metrics=result.metrics,
-        trainable=trainable,
-        total=total,
-        seconds=time.perf_counter() - start,
+        return ClassifyResult(
+            out=run.path,
+            best_checkpoint=result.best_checkpoint,
+            val_top1=top1,
+            metrics=result.metrics,
+            trainable=counts["trainable"],
+            total=counts["total"],
+            seconds=time.perf_counter() - start,
+        )
+
+    # The run options are the classification config's own (fit_task reads RunOptions); only the model is resolved.
+    run_config = dataclasses.replace(config, model=name, model_kwargs=kwargs)
+    return run_job(
+        run_config,
+        lambda: _EpochSeededImages(train, val, config.batch_size, config.seed),
+        make_task,
+        record=record,
+        command="classify",
+        inputs=inputs,
+        monitor=("val_acc", "max"),
+        finish=finish,
+        finished=_finished,
     )
 
 

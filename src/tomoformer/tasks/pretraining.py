@@ -12,7 +12,6 @@ registry model and ``tomoformer finetune --from`` works on the checkpoint.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import torch
@@ -29,10 +28,7 @@ from tomoformer.tasks.train import (
     TrainConfig,
     TrainResult,
     datamodule_for,
-    finish_run,
-    finished_result,
-    fit_task,
-    open_run,
+    run_job,
     task_options,
 )
 
@@ -183,18 +179,21 @@ def run_masked_pretraining(
     """Masked signal modelling of ``config.model`` (a TomoFormer) on ``config.data``, which needs no labels; the
     run folder is like ``train``'s and the best checkpoint has the lowest ``val_loss``. ``mask_ratio`` and
     ``mask_mode`` default to those of a :class:`~tomoformer.tasks.config.PretrainConfig` (else 0.5, frames)."""
-    start = time.perf_counter()
     mask_ratio = mask_ratio if mask_ratio is not None else getattr(config, "mask_ratio", 0.5)
     mask_mode = mask_mode if mask_mode is not None else getattr(config, "mask_mode", "frames")
     options = {k: getattr(config, k) for k in ("model", "model_kwargs", "lr", "weight_decay", "warmup_fraction")}
     MaskedSignalTask(**options, mask_ratio=mask_ratio, mask_mode=mask_mode)  # refuse bad options before any data
     record = {**config.to_dict(), "objective": "masked", "mask_ratio": mask_ratio, "mask_mode": mask_mode}
-    with open_run(config, record, command="pretrain") as run:
-        done = finished_result(run, config)
-        if done is not None:
-            return done
-        datamodule = datamodule_for(config, require_labels=False)
+
+    def make_task(datamodule: Any) -> MaskedSignalTask:
         data_attrs = task_options(config, datamodule.attrs)["data_attrs"]
-        task = MaskedSignalTask(**options, mask_ratio=mask_ratio, mask_mode=mask_mode, data_attrs=data_attrs)
-        out = run.begin()
-        return finish_run(run, fit_task(task, datamodule, config, out, start, monitor=("val_loss", "min")))
+        return MaskedSignalTask(**options, mask_ratio=mask_ratio, mask_mode=mask_mode, data_attrs=data_attrs)
+
+    return run_job(
+        config,
+        lambda: datamodule_for(config, require_labels=False),
+        make_task,
+        record=record,
+        command="pretrain",
+        monitor=("val_loss", "min"),
+    )
