@@ -170,3 +170,9 @@ def test_fit_honours_num_workers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     run_experts_fit(config)
     # Two experts and the global stage, each with a training and a validation loader, all with 3 workers.
     assert len(asked) >= 6 and set(asked) == {3}
+
+
+@pytest.mark.parametrize(("values", "named"), [({"k": 0}, "k"), ({"k_max": 1}, "k_max"), ({"epochs": 0}, "epochs")])
+def test_range_checks_name_the_option(values: dict, named: str) -> None:
+    with pytest.raises(ConfigError, match=f"option {named} is"):
+        ExpertsConfig.from_dict(values)
