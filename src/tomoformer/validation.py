@@ -61,49 +61,32 @@ def bounds_text(low: float | None, high: float | None, low_open: bool, high_open
     return ""
 
 
+def check_declared(config: Any, prefix: str = "") -> None:
+    """The range and choice checks each dataclass field of ``config`` declares in its metadata (``bounds``:
+    ``("int", low, high)`` or ``("float", low, high, low_open, high_open)``; ``choices``): the one table of range
+    checks. A None value of an optional field passes; ``prefix`` names a nested options block (``augment.``)."""
+    import dataclasses
+
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        bounds, choices = f.metadata.get("bounds"), f.metadata.get("choices")
+        name = prefix + f.name
+        if bounds is not None and not (value is None and "None" in str(f.type)):
+            if bounds[0] == "int":
+                check_int(name, value, bounds[1], bounds[2])
+            else:
+                check_float(name, value, *bounds[1:])
+        if choices is not None and value is not None and str(value) not in choices:
+            raise ConfigError(f"option {name} is {value!r}, expected one of: {', '.join(choices[:8])}")
+
+
 def check_train_config(config: Any) -> None:
-    """Range checks of a :class:`~tomoformer.tasks.train.TrainConfig` (and its ``augment`` options)."""
-    check_int("max_epochs", config.max_epochs, -1)
-    check_int("max_steps", config.max_steps, -1)
-    check_int("batch_size", config.batch_size, 1)
-    check_float("lr", config.lr, 0.0)  # 0 is allowed: a run that only evaluates
-    check_float("weight_decay", config.weight_decay, 0.0)
-    check_float("warmup_fraction", config.warmup_fraction, 0.0, 1.0)
-    check_float("dice_weight", config.dice_weight, 0.0)
-    check_float("val_fraction", config.val_fraction, 0.0, 1.0, high_open=True)
-    check_int("seed", config.seed, 0, SEED_MAX)
-    check_int("num_nodes", config.num_nodes, 1)
-    check_int("num_workers", config.num_workers, 0)
-    check_int("fit_batches", config.fit_batches, 1)
-    _check_devices(config.devices)
-    if config.accelerator not in ACCELERATORS:
-        raise ConfigError(f"option accelerator is {config.accelerator!r}, expected one of: {', '.join(ACCELERATORS)}")
-    if config.precision is not None and str(config.precision) not in PRECISIONS:
-        raise ConfigError(f"option precision is {config.precision!r}, expected one of: {', '.join(PRECISIONS[:6])}")
+    """Range checks of a :class:`~tomoformer.tasks.config.TrainConfig` and its ``augment`` options: those its
+    fields declare (:func:`check_declared`, the one table)."""
+    check_declared(config)
     augment = getattr(config, "augment", None)
     if augment is not None:
-        if augment.max_frames is not None:  # 0 or None: no frame subsets
-            check_int("augment.max_frames (--frames)", augment.max_frames, 0)
-        if augment.min_frames is not None and augment.max_frames:
-            check_int("augment.min_frames", augment.min_frames, 1, augment.max_frames)
-        if augment.min_keep_fraction is not None:
-            check_float("augment.min_keep_fraction", augment.min_keep_fraction, 0.0, 1.0)
-        if augment.max_floor_fraction is not None:
-            check_float("augment.max_floor_fraction", augment.max_floor_fraction, 0.0, 1.0, high_open=True)
-        if getattr(augment, "crop", None) is not None:
-            check_int("augment.crop (--crop)", augment.crop, 1)
-
-
-def _check_devices(devices: Any) -> None:
-    """Lightning's forms: N >= 1, -1 (all), "auto", or a comma list of device indices ("0,2")."""
-    if isinstance(devices, int) and not isinstance(devices, bool):
-        if devices == 0 or devices < -1:
-            raise ConfigError(f"option devices is {devices}, expected -1 (all), a count >= 1, auto or a list like 0,1")
-        return
-    text = str(devices).strip()
-    if text in ("auto", "-1") or (text and all(part.strip().isdigit() for part in text.rstrip(",").split(","))):
-        return
-    raise ConfigError(f"option devices is {devices!r}, expected -1 (all), a count >= 1, auto or a list like 0,1")
+        check_declared(augment, "augment.")
 
 
 def check_accelerator_available(accelerator: str, devices: Any = 1) -> None:

@@ -66,3 +66,30 @@ def test_finetune_bad_policy_is_one_line_error(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "lora:x" in err[0]
     assert not (tmp_path / "bad").exists()
+
+
+def test_finetune_takes_its_checkpoint_and_policy_from_yaml(
+    pretrained: Path, toy_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "ft.yaml"
+    config.write_text(yaml.safe_dump({"init": str(pretrained), "policy": "freeze:1", "data": str(toy_dataset)}))
+    out = tmp_path / "yaml_run"
+    capsys.readouterr()
+    assert main(["finetune", "--config", str(config), "--out", str(out), *COMMON]) == 0
+    trainable, total = count_parameters(apply_policy(create_model("tomoformer_tiny", **TINY), "freeze:1"))
+    assert f"{trainable:,} trainable of {total:,} parameters" in capsys.readouterr().out
+    recorded = yaml.safe_load((out / "config.yaml").read_text())
+    assert recorded["policy"] == "freeze:1" and recorded["init"] == str(pretrained)
+    assert load_checkpoint(out / "checkpoints" / "best.ckpt").hparams["policy"] == "freeze:1"
+    # The policy is part of the run record: resuming under another one is refused, the run left alone.
+    assert main(["finetune", "--config", str(config), "--out", str(out), *COMMON, "--policy", "head", "--resume"]) == 2
+    assert "policy" in capsys.readouterr().err
+
+
+def test_finetune_without_a_checkpoint_is_one_line_error(
+    toy_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["finetune", "--data", str(toy_dataset), "--out", str(tmp_path / "none"), *COMMON]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--from" in err[0]
+    assert not (tmp_path / "none").exists()

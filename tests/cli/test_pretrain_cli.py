@@ -46,3 +46,31 @@ def test_pretrain_conflicting_sources_is_one_line_error(
     assert main(["pretrain", "--stream", "--set", "nope=1", "--out", str(tmp_path / "z")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 3 and "--stream" in err[0] and "nope" in err[2]
+
+
+def test_pretrain_objective_and_masking_come_from_yaml_and_are_recorded(toy_dataset: Path, tmp_path: Path) -> None:
+    config = tmp_path / "masked.yaml"
+    config.write_text(yaml.safe_dump({"objective": "masked", "mask_ratio": 0.25, "mask_mode": "patches"}))
+    out = tmp_path / "masked"
+    assert (
+        main(["pretrain", "--config", str(config), "--data", str(toy_dataset), "--out", str(out), *MODEL, *COMMON]) == 0
+    )
+    recorded = yaml.safe_load((out / "config.yaml").read_text())
+    assert (recorded["objective"], recorded["mask_ratio"], recorded["mask_mode"]) == ("masked", 0.25, "patches")
+    hparams = load_checkpoint(out / "checkpoints" / "best.ckpt").hparams
+    assert (hparams["mask_ratio"], hparams["mask_mode"]) == (0.25, "patches")
+
+
+@pytest.mark.parametrize(
+    ("values", "named"),
+    [({"mask_ratio": 1.0}, "mask_ratio"), ({"objective": "contrastive"}, "objective"), ({"stream": "yes"}, "stream")],
+)
+def test_pretrain_bad_yaml_option_is_one_line_error(
+    values: dict, named: str, toy_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text(yaml.safe_dump(values))
+    assert main(["pretrain", "--config", str(config), "--data", str(toy_dataset), "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and named in err[0]
+    assert not (tmp_path / "x").exists()

@@ -141,3 +141,38 @@ def test_share_backbone_needs_lora_and_init(tmp_path: Path) -> None:
         ExpertsConfig(share_backbone=True, policy="full", init_checkpoint="x.ckpt", expert_models=[{"model": "init"}])
     with pytest.raises(ConfigError, match="init"):
         ExpertsConfig(share_backbone=True, policy="lora:4", init_checkpoint="x.ckpt")
+
+
+def test_fit_honours_num_workers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``num_workers`` reaches every training and validation loader of the fit (the shared datamodule path and
+    each expert's subset loaders); the loaders are then built in-process here to keep the test light."""
+    import tomoformer.data.datamodule as datamodule
+
+    write_dataset(tmp_path / "toy.zarr", toy_arrays(n=12), {"cell_size_m": 2.0})
+    asked: list[int] = []
+    original = datamodule.make_loader
+
+    def spy(dataset, batch_size=1, num_workers=0, sampler=None, batch_sampler=None):  # type: ignore[no-untyped-def]
+        asked.append(num_workers)
+        return original(dataset, batch_size, 0, sampler, batch_sampler)
+
+    monkeypatch.setattr(datamodule, "make_loader", spy)
+    config = ExpertsConfig(
+        data=str(tmp_path / "toy.zarr"),
+        out=str(tmp_path / "run"),
+        k=2,
+        expert_models=[{"model": "unet", "model_kwargs": UNET}],
+        epochs=1,
+        global_epochs=1,
+        num_workers=3,
+        **TINY_RUN,
+    )
+    run_experts_fit(config)
+    # Two experts and the global stage, each with a training and a validation loader, all with 3 workers.
+    assert len(asked) >= 6 and set(asked) == {3}
+
+
+@pytest.mark.parametrize(("values", "named"), [({"k": 0}, "k"), ({"k_max": 1}, "k_max"), ({"epochs": 0}, "epochs")])
+def test_range_checks_name_the_option(values: dict, named: str) -> None:
+    with pytest.raises(ConfigError, match=f"option {named} is"):
+        ExpertsConfig.from_dict(values)

@@ -9,10 +9,13 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from tomoformer.errors import ConfigError
 from tomoformer.tasks.config import TrainConfig
 from tomoformer.tasks.options import (
+    POLICY_HELP,
     OptimOptions,
     RunOptions,
+    check_budget,
     check_fields,
     config_from_dict,
     like,
@@ -22,7 +25,6 @@ from tomoformer.tasks.options import (
 
 DEFAULT_MODEL = "vit_tiny_patch16_224"  # a timm name; the demo and the tests build it at the data's image size
 DATA_HELP = "image folder (root/<class>/*.png|jpg) or .npz with images [N, C, H, W] and labels [N]"
-POLICY_HELP = "full, head, freeze:K, llrd:G, lora:R or lp-ft[:F]"
 
 
 @dataclass
@@ -55,6 +57,9 @@ class ClassifyConfig(RunOptions, OptimOptions):
 
     def __post_init__(self) -> None:
         check_fields(self)
+        check_budget(self)
+        if self.weights and self.pretrained:
+            raise ConfigError("give --weights or --pretrained, not both")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> ClassifyConfig:

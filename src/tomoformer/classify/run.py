@@ -11,10 +11,12 @@ initialisation. The model is always rebuilt for the data: its image size, channe
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 
@@ -32,7 +34,7 @@ from tomoformer.errors import ConfigError
 from tomoformer.models.adapt import count_parameters
 from tomoformer.outputs import RunFolder
 from tomoformer.tasks.policy import parse_policy
-from tomoformer.tasks.train import TrainResult, finished_result, fit_task, open_run
+from tomoformer.tasks.train import TrainResult, run_job
 
 # Keyword arguments resolved from the data: never copied from a checkpoint into a model for other data.
 _DATA_KWARGS = ("num_classes", "in_chans", "img_size")
@@ -67,6 +69,8 @@ def run_classify(config: ClassifyConfig, source: str | Path | None = None) -> Cl
     ``config.policy``; write the run folder ``config.out``."""
     start = time.perf_counter()
     policy = parse_policy(config.policy)
+    if source and (config.weights or config.pretrained):
+        raise ConfigError("give --from CKPT, or --weights / --pretrained with --model, not both")
     train, val = read_data(config)
     loaded = load_classifier(source) if source else None
     name, extra, patch = config.model, dict(config.model_kwargs), config.patch_size
@@ -84,11 +88,10 @@ def run_classify(config: ClassifyConfig, source: str | Path | None = None) -> Cl
         "class_names": train.class_names,
     }
     inputs = (str(source) if source else None, config.weights)
-    # open_run seeds everything before the model is built.
-    with open_run(config.train_config(name, kwargs), record, command="classify", inputs=inputs) as run:
-        done = finished_result(run, config.train_config(name, kwargs))
-        if done is not None:
-            return _finished(run, done)
+    counts: dict[str, int] = {}
+
+    def make_task(datamodule: Any) -> ClassifyTask:
+        # Built after open_run seeded everything.
         task = ClassifyTask(
             name,
             kwargs,
@@ -111,12 +114,11 @@ def run_classify(config: ClassifyConfig, source: str | Path | None = None) -> Cl
         if fresh:
             print(f"new classifier head for {len(train.class_names)} classes ({', '.join(fresh)} freshly initialised)")
         task.apply_policy()
-        trainable, total = count_parameters(task.model)
+        counts["trainable"], counts["total"] = trainable, total = count_parameters(task.model)
         print(f"policy {policy}: {trainable:,} trainable of {total:,} parameters ({100 * trainable / total:.1f}%)")
-        datamodule = ImageDataModule(train, val, config.batch_size, config.seed)
-        result = fit_task(
-            task, datamodule, config.train_config(name, kwargs), run.begin(), start, monitor=("val_acc", "max")
-        )
+        return task
+
+    def finish(run: RunFolder, result: TrainResult) -> ClassifyResult:
         top1 = math.nan
         # last.ckpt is Lightning's own, written every epoch (fit_task): merged weights and task name for loading,
         # optimiser and adapter state for --resume.
@@ -126,14 +128,28 @@ def run_classify(config: ClassifyConfig, source: str | Path | None = None) -> Cl
             )
             top1 = float(scores["top1"])
         run.finish(metrics=result.metrics, val_top1=top1)
-    return ClassifyResult(
-        out=run.path,
-        best_checkpoint=result.best_checkpoint,
-        val_top1=top1,
-        metrics=result.metrics,
-        trainable=trainable,
-        total=total,
-        seconds=time.perf_counter() - start,
+        return ClassifyResult(
+            out=run.path,
+            best_checkpoint=result.best_checkpoint,
+            val_top1=top1,
+            metrics=result.metrics,
+            trainable=counts["trainable"],
+            total=counts["total"],
+            seconds=time.perf_counter() - start,
+        )
+
+    # The run options are the classification config's own (fit_task reads RunOptions); only the model is resolved.
+    run_config = dataclasses.replace(config, model=name, model_kwargs=kwargs)
+    return run_job(
+        run_config,
+        lambda: ImageDataModule(train, val, config.batch_size, config.seed),
+        make_task,
+        record=record,
+        command="classify",
+        inputs=inputs,
+        monitor=("val_acc", "max"),
+        finish=finish,
+        finished=_finished,
     )
 
 

@@ -76,12 +76,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
     if not isinstance(kwargs, dict):
         raise ConfigError(f"option model_kwargs is {kwargs!r}, expected a mapping")
     values["model_kwargs"] = {**kwargs, **parse_key_values(getattr(args, "model_opts", None), "--model-opt")}
-    config = ClassifyConfig.from_dict(values)
-    if config.max_epochs < 1 and config.max_steps < 1:
-        raise ConfigError("give --max-epochs or --max-steps of at least 1")
-    if config.weights and config.pretrained:
-        raise ConfigError("give --weights or --pretrained, not both")
-    return config
+    return ClassifyConfig.from_dict(values)  # the cross-field rules are the config's own
 
 
 def _report(result: Any) -> int:
@@ -107,8 +102,6 @@ def run_finetune(args: argparse.Namespace) -> int:
     parse_policy(config.policy)  # a bad policy fails before any data is read
     if args.checkpoint and (hasattr(args, "model") or args.model_opts):
         raise ConfigError("--from CKPT fixes the model: drop --model / --model-opt")
-    if args.checkpoint and (config.weights or config.pretrained):
-        raise ConfigError("give --from CKPT, or --weights / --pretrained with --model, not both")
     if not (args.checkpoint or config.weights or config.pretrained):
         raise ConfigError("nothing to fine-tune: give --from CKPT, --weights FILE or --pretrained")
     return _report(run_classify(config, source=args.checkpoint))

@@ -20,8 +20,8 @@ from tomoformer.errors import ConfigError
 from tomoformer.outputs import claim_output
 
 _S = argparse.SUPPRESS
-# ExpertsConfig fields without a flag: every sub-model's loader runs in the main process.
-_SKIP = ("num_workers",)
+# ExpertsConfig fields without a flag: the augmentation is given in the YAML file (augment:).
+_SKIP = ("augment",)
 
 
 def register(commands: argparse._SubParsersAction) -> None:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import argparse
 
 from tomoformer.cli.common import add_config_flag
+from tomoformer.cli.options import add_options
 from tomoformer.cli.train_cmd import add_augment_flags, add_train_flags, train_config_from_args
-from tomoformer.tasks.policy import POLICY_HELP
 
 _S = argparse.SUPPRESS
 # The training flags that make sense when the model comes from a checkpoint (no --model).
@@ -16,14 +16,9 @@ _SKIP = ("model",)
 
 def register(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("finetune", help="fine-tune a trained checkpoint under a policy")
-    p.add_argument(
-        "--from",
-        dest="checkpoint",
-        required=True,
-        metavar="CKPT",
-        help="pretrained checkpoint, or a shipped model's name (`tomoformer models --pretrained`)",
-    )
-    p.add_argument("--policy", default="full", help=f"one of {POLICY_HELP} (default: full)")
+    from tomoformer.tasks.options import AdaptOptions
+
+    add_options(p, AdaptOptions)  # --from CKPT (YAML: init), --policy
     add_train_flags(p, _SKIP)
     add_augment_flags(p)
     add_config_flag(p)
@@ -31,12 +26,11 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from tomoformer.tasks.config import FinetuneConfig
     from tomoformer.tasks.finetune import run_finetune
-    from tomoformer.tasks.policy import parse_policy
 
-    policy = parse_policy(args.policy)  # a bad policy fails before any data is read
-    config = train_config_from_args(args, _SKIP)
-    result = run_finetune(args.checkpoint, str(policy), config)
+    config = train_config_from_args(args, _SKIP, FinetuneConfig)  # a bad policy fails before any data is read
+    result = run_finetune(config=config)  # no --from (init): a one-line error before any output
     shown = ", ".join(f"{k}={v:.4f}" for k, v in sorted(result.train.metrics.items()))
     print(f"done in {result.train.seconds:.0f} s ({result.policy}): {shown}")
     print(f"best checkpoint: {result.train.best_checkpoint}")

@@ -7,12 +7,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from tomoformer.cli.common import (
-    add_config_flag,
-    open_fraction,
-    parse_key_values,
-    positive_int,
-)
+from tomoformer.cli.common import add_config_flag, parse_key_values
+from tomoformer.cli.options import add_options
 from tomoformer.cli.train_cmd import add_augment_flags, add_train_flags, train_config_from_args
 from tomoformer.errors import ConfigError
 
@@ -24,50 +20,46 @@ def register(commands: argparse._SubParsersAction) -> None:
     add_train_flags(p)
     p.add_argument("--model-opt", dest="model_opts", action="append", metavar="KEY=VALUE", help="model option")
     add_augment_flags(p)
-    p.add_argument(
-        "--objective", choices=("supervised", "masked"), default="supervised", help="masked: no labels needed"
-    )
-    p.add_argument("--mask-ratio", type=open_fraction, default=0.5, help="masked: fraction of frames or patches hidden")
-    p.add_argument("--mask-mode", choices=("frames", "patches"), default="frames", help="masked: what is hidden")
+    from tomoformer.tasks.options import PretrainOptions, StreamOptions
+
+    add_options(p, PretrainOptions)  # --objective, --mask-ratio, --mask-mode
     add_config_flag(p)
     s = p.add_argument_group("streaming from the simulator")
-    s.add_argument("--stream", action="store_true", help="simulate new training samples every epoch")
-    s.add_argument("--sim-config", metavar="YAML", help="SimConfig fields (see `tomoformer simulate`)")
+    add_options(s, StreamOptions)  # --stream, --sim-config, --samples-per-epoch, --val-samples
     s.add_argument("--set", dest="overrides", action="append", metavar="KEY=VALUE", help="a SimConfig field")
-    s.add_argument("--samples-per-epoch", type=positive_int, default=1024, help="simulated training samples per epoch")
-    s.add_argument("--val-samples", type=positive_int, default=64, help="size of the fixed simulated validation set")
     p.set_defaults(handler=run)
 
 
-def sim_config_from_args(args: argparse.Namespace) -> Any:
-    """SimConfig defaults < ``--sim-config`` YAML < ``--set`` pairs."""
+def sim_config_from_args(args: argparse.Namespace, path: str | None = None) -> Any:
+    """SimConfig defaults < ``--sim-config`` YAML (``path``: the run config's ``sim_config``) < ``--set`` pairs."""
     from tomoformer.cli.common import read_yaml
     from tomoformer.sim.config import SimConfig
 
-    values: dict[str, Any] = read_yaml(args.sim_config) if args.sim_config else {}
+    path = path if path is not None else getattr(args, "sim_config", None)
+    values: dict[str, Any] = read_yaml(path) if path else {}
     values.update(parse_key_values(args.overrides, "--set"))
     return SimConfig.from_dict(values)
 
 
 def run(args: argparse.Namespace) -> int:
+    from tomoformer.tasks.config import PretrainConfig
     from tomoformer.tasks.train import run_training
 
-    config = train_config_from_args(args)
-    if args.stream:
-        if hasattr(args, "data") or hasattr(args, "val_data"):
+    config = train_config_from_args(args, cls=PretrainConfig)
+    if config.stream:  # the config refuses --data and --objective masked with --stream
+        if hasattr(args, "data"):  # --data given as the default path is still a store, not a stream
             raise ConfigError("give either --stream or --data, not both")
-        if args.objective == "masked":
-            raise ConfigError("--objective masked trains on a dataset store: give --data, not --stream")
         from tomoformer.tasks.stream_pretraining import run_stream_pretraining
 
-        result = run_stream_pretraining(config, sim_config_from_args(args), args.samples_per_epoch, args.val_samples)
+        sim = sim_config_from_args(args, config.sim_config)
+        result = run_stream_pretraining(config, sim, config.samples_per_epoch, config.val_samples)
     else:
-        if args.sim_config or args.overrides:
+        if args.overrides:  # --sim-config without --stream: refused by the config
             raise ConfigError("--sim-config and --set need --stream")
-        if args.objective == "masked":
+        if config.objective == "masked":
             from tomoformer.tasks.pretraining import run_masked_pretraining
 
-            result = run_masked_pretraining(config, args.mask_ratio, args.mask_mode)
+            result = run_masked_pretraining(config, config.mask_ratio, config.mask_mode)
         else:
             result = run_training(config)
     shown = ", ".join(f"{k}={v:.4f}" for k, v in sorted(result.metrics.items()))

@@ -55,8 +55,6 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--sizes: expected integers like {DEFAULT_SIZES}, got {args.sizes!r}") from None
     values = values_from_args(args, TrainConfig, _SKIP)
     config = TrainConfig.from_dict({**values, "augment": {"d4": args.d4}, "progress": False})
-    if config.max_epochs < 1 and config.max_steps < 1:
-        raise ConfigError("give --max-epochs or --max-steps of at least 1")
     rows = run_study(
         args.checkpoint,
         args.data,

@@ -7,7 +7,6 @@ from typing import Any
 
 from tomoformer.cli.common import add_config_flag, parse_key_values
 from tomoformer.cli.options import add_options, values_from_args
-from tomoformer.cli.renamed import add_sample_frames_flags
 from tomoformer.errors import ConfigError
 
 _S = argparse.SUPPRESS
@@ -20,44 +19,16 @@ def add_train_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ())
     so YAML values survive unless a flag is given."""
     from tomoformer.tasks.config import TrainConfig
 
-    add_options(parser, TrainConfig, skip)
+    add_options(parser, TrainConfig, (*skip, "augment"))
 
 
 def add_augment_flags(parser: argparse.ArgumentParser) -> None:
-    """The training-augmentation flags of train, pretrain and finetune (``augment:`` in YAML); values are checked
-    with the config, so a bad one names its field."""
-    parser.add_argument("--no-d4", dest="d4", action="store_false", default=_S, help="no symmetry augmentation")
-    add_sample_frames_flags(parser)
-    parser.add_argument("--min-frames", dest="min_frames", type=int, default=_S)
-    parser.add_argument(
-        "--min-keep-fraction",
-        dest="min_keep_fraction",
-        type=float,
-        default=_S,
-        help="random sparsity: keep between this fraction and all of the cells of each frame",
-    )
-    parser.add_argument(
-        "--max-floor-fraction",
-        dest="max_floor_fraction",
-        type=float,
-        default=_S,
-        help="random receiver floor: the weakest 0 to this fraction of each sample's cells become NaN "
-        "(default 0.4; 0 = off)",
-    )
-    parser.add_argument(
-        "--crop",
-        dest="crop",
-        type=int,
-        default=_S,
-        help="train on random N x N windows of each map (cheaper steps; the model still maps whole maps)",
-    )
-    parser.add_argument(
-        "--whole-fraction",
-        dest="whole_fraction",
-        type=float,
-        default=_S,
-        help="with --crop: this share of the batches trains on whole maps instead of windows (default 0)",
-    )
+    """The training-augmentation flags of train, pretrain and finetune (``augment:`` in YAML), generated from the
+    fields of :class:`~tomoformer.data.augment_options.AugmentOptions`; values are checked with the config, so a
+    bad one names its field."""
+    from tomoformer.data.augment_options import AugmentOptions
+
+    add_options(parser, AugmentOptions)
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -81,19 +52,17 @@ def register(commands: argparse._SubParsersAction) -> None:
     q.set_defaults(handler=run_models)
 
 
-def train_config_from_args(args: argparse.Namespace, skip: tuple[str, ...] = ()) -> Any:
-    """TrainConfig defaults < --config YAML < flags (``skip``: fields a command sets itself)."""
+def train_config_from_args(args: argparse.Namespace, skip: tuple[str, ...] = (), cls: type | None = None) -> Any:
+    """The run config ``cls`` (default :class:`TrainConfig`; ``FinetuneConfig``, ``PretrainConfig``): its defaults
+    < --config YAML < flags (``skip``: fields a command sets itself)."""
     from tomoformer.tasks.config import TrainConfig
 
-    values = values_from_args(args, TrainConfig, skip)
+    cls = cls or TrainConfig
+    values = values_from_args(args, cls, skip)
     augment = values.get("augment") or {}
     if not isinstance(augment, dict):
         raise ConfigError(f"option augment is {augment!r}, expected a mapping")
     augment = dict(augment)
-    names = ("d4", "max_frames", "min_frames", "min_keep_fraction", "max_floor_fraction", "crop", "whole_fraction")
-    for name in names:
-        if hasattr(args, name):
-            augment[name] = getattr(args, name)
     if isinstance(augment.get("max_frames"), tuple):  # --sample-frames A-B
         augment["min_frames"], augment["max_frames"] = augment["max_frames"]
         augment["frame_sampling"] = "log-uniform"
@@ -106,10 +75,7 @@ def train_config_from_args(args: argparse.Namespace, skip: tuple[str, ...] = ())
     if not isinstance(kwargs, dict):
         raise ConfigError(f"option model_kwargs is {kwargs!r}, expected a mapping")
     values["model_kwargs"] = {**kwargs, **parse_key_values(getattr(args, "model_opts", None), "--model-opt")}
-    config = TrainConfig.from_dict(values)
-    if config.max_epochs < 1 and config.max_steps < 1:
-        raise ConfigError("give --max-epochs or --max-steps of at least 1")
-    return config
+    return cls.from_dict(values)  # the cross-field rules (step budget, ...) are the config's own
 
 
 def run(args: argparse.Namespace) -> int:

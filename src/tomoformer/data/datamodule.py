@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import lightning as L
@@ -17,9 +16,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from tomoformer.data.augment_options import AugmentOptions
 from tomoformer.data.format import SignalDataset, open_dataset, require_valid_values
-from tomoformer.data.transforms import FRAME_SAMPLINGS, Augment
-from tomoformer.errors import ConfigError, DataError
+from tomoformer.data.transforms import Augment
+from tomoformer.errors import DataError
 
 # Datasets below this size are read once into RAM (float16), which is far faster than chunked reads.
 IN_MEMORY_LIMIT_BYTES = 4 * 2**30
@@ -104,49 +104,6 @@ def batch_generator(seed: int, epoch: int, batch: list[int]) -> torch.Generator 
         return None
     # Negative batch numbers keep these seeds apart from the per-sample ones, hash((seed, epoch, index)).
     return torch.Generator().manual_seed(hash((seed, epoch, -1 - int(batch[0]))) % 2**63)
-
-
-@dataclass
-class AugmentOptions:
-    """Training-time augmentation: D4 symmetry, random frame subsets, random sparsity, a random receiver floor."""
-
-    d4: bool = True
-    min_frames: int | None = None
-    max_frames: int | None = None
-    min_keep_fraction: float | None = None
-    # On by default: a random receiver floor is what made models trained on the fast simulator work on ray-traced
-    # maps (IoU 0.17 -> 0.50 on rt_city for tomoformer_tiny), at a cost of 0.005 IoU on the simulator itself.
-    max_floor_fraction: float | None = 0.4
-    # Train on random crop x crop windows of each map (None: whole maps); models map any size at inference.
-    crop: int | None = None
-    # How the frame count is drawn in [min_frames, max_frames]: "uniform" or "log-uniform" (transforms.FRAME_SAMPLINGS).
-    frame_sampling: str = "uniform"
-    # With crop: the share of batches that keep whole tiles instead of windows (0: windows only).
-    whole_fraction: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.frame_sampling not in FRAME_SAMPLINGS:
-            raise ConfigError(
-                f"augment.frame_sampling must be one of {', '.join(FRAME_SAMPLINGS)}, got {self.frame_sampling!r}"
-            )
-        if not isinstance(self.whole_fraction, int | float) or not 0.0 <= self.whole_fraction <= 1.0:
-            raise ConfigError(f"augment.whole_fraction must be in [0, 1], got {self.whole_fraction!r}")
-
-    def build(self) -> Augment | None:
-        frames = (self.min_frames or 1, self.max_frames) if self.max_frames else None
-        keep = (self.min_keep_fraction, 1.0) if self.min_keep_fraction else None
-        floor = (0.0, self.max_floor_fraction) if self.max_floor_fraction else None
-        if not self.d4 and frames is None and keep is None and floor is None and self.crop is None:
-            return None
-        return Augment(
-            d4=self.d4,
-            frames=frames,
-            keep_fraction=keep,
-            floor_fraction=floor,
-            crop=self.crop,
-            frame_sampling=self.frame_sampling,
-            whole_fraction=float(self.whole_fraction),
-        )
 
 
 def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

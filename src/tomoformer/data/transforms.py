@@ -13,10 +13,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from tomoformer.data.augment_options import FRAME_SAMPLINGS
+
 N_D4 = 8
 # How the number of frames of a training batch is drawn in (min, max): uniformly, or log-uniformly (as many
-# batches with 1-2 frames as with 64-128), so that a model sees every scale of T and keeps working as T grows.
-FRAME_SAMPLINGS = ("uniform", "log-uniform")
+# batches with 1-2 frames as with 64-128), so that a model sees every scale of T and keeps working as T grows:
+# FRAME_SAMPLINGS (data/augment_options.py).
 # D4 elements that keep an H x W grid H x W when H != W (the flips): identity, half turn, mirror, mirror + half turn.
 SHAPE_KEEPING_D4 = (0, 2, 4, 6)
 

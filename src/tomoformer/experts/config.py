@@ -8,7 +8,15 @@ from typing import TYPE_CHECKING, Any
 
 from tomoformer.errors import ConfigError
 from tomoformer.tasks.config import TrainConfig, augment_options
-from tomoformer.tasks.options import OptimOptions, RunOptions, check_fields, config_from_dict, option, shared_values
+from tomoformer.tasks.options import (
+    POLICY_HELP,
+    OptimOptions,
+    RunOptions,
+    check_fields,
+    config_from_dict,
+    option,
+    shared_values,
+)
 
 if TYPE_CHECKING:
     from tomoformer.data.datamodule import AugmentOptions
@@ -36,8 +44,10 @@ class ExpertsConfig(RunOptions, OptimOptions):
         None, "pretrained checkpoint whose pooled features are clustered (features: encoder)"
     )
     clusterer: str = option("kmeans", "kmeans, dbscan or gmm")
-    k: int | None = option(None, "number of clusters (default: silhouette for kmeans, BIC for gmm)")
-    k_max: int = 4
+    k: int | None = option(
+        None, "number of clusters (default: silhouette for kmeans, BIC for gmm)", bounds=("int", 1, None)
+    )
+    k_max: int = option(4, None, bounds=("int", 2, None))
     dbscan_eps: float | None = None  # None: 90th percentile of the distance to the min_samples-th neighbour
     dbscan_min_samples: int = 5
     # Sub-models
@@ -49,13 +59,12 @@ class ExpertsConfig(RunOptions, OptimOptions):
     init_checkpoint: str | None = option(
         None, "pretrained checkpoint the sub-models start from (expert model 'init' or same model)"
     )
-    policy: str = option(
-        "full", "fine-tuning policy of pretrained sub-models: full, head, freeze:K, llrd:G, lora:R, lp-ft"
-    )
+    policy: str = option("full", f"fine-tuning policy of pretrained sub-models: {POLICY_HELP}")
     # With policy lora:R and every expert "init": the experts share one frozen backbone (one LoRA adapter and
     # one head each) instead of K full copies.
     share_backbone: bool = option(False, "lora:R experts share one frozen backbone (adapter + head each)")
-    epochs: int = option(10, "epochs per sub-model over its own samples")  # together: `epochs` passes over the data
+    # Together, the sub-models make `epochs` passes over the data.
+    epochs: int = option(10, "epochs per sub-model over its own samples", bounds=("int", 1, None))
     # Combination and global fine-tuning
     combine: str = option("soft", "hard, soft, gate, fusion or attention")
     film: bool = option(False, "condition each expert's head on the sample's offset from its cluster centre")
@@ -87,10 +96,7 @@ class ExpertsConfig(RunOptions, OptimOptions):
             (self.clusterer in METHODS, f"clusterer must be one of {', '.join(METHODS)}, got {self.clusterer!r}"),
             (self.partition in ("cluster", "region"), f"partition must be cluster or region, got {self.partition!r}"),
             (self.combine in COMBINES, f"combine must be one of {', '.join(COMBINES)}, got {self.combine!r}"),
-            (self.k is None or self.k >= 1, "k must be >= 1"),
-            (self.k_max >= 2, "k_max must be >= 2"),
             (len(self.regions) == 2 and min(self.regions) >= 1, "regions must be [rows, cols] >= 1"),
-            (self.epochs >= 1 and self.global_epochs >= 0, "epochs >= 1 and global_epochs >= 0"),
             (self.features != "encoder" or self.encoder_checkpoint, "features: encoder needs encoder_checkpoint"),
             (bool(self.expert_models), "expert_models must name at least one model"),
         ]

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from tomoformer.checkpoint import load_checkpoint, save_checkpoint
-from tomoformer.data.datamodule import SignalDataModule, SignalMapDataset, make_loader
+from tomoformer.data.datamodule import SignalMapDataset, make_loader
 from tomoformer.errors import ConfigError
 from tomoformer.experts.build import load_expert
 from tomoformer.experts.clustering import ClusterFit, fit_clusters
@@ -49,7 +49,7 @@ from tomoformer.models.registry import create_model
 from tomoformer.outputs import RunFolder, run_folder
 from tomoformer.tasks.finetune import FinetuneTask
 from tomoformer.tasks.policy import parse_policy
-from tomoformer.tasks.train import fit_task, plain_attrs, task_options
+from tomoformer.tasks.train import datamodule_for, fit_task, plain_attrs, task_options
 
 
 @dataclass
@@ -99,15 +99,7 @@ def run_experts_fit(config: ExpertsConfig) -> ExpertsResult:
 def _fit(config: ExpertsConfig, run: RunFolder) -> ExpertsResult:
     start = time.perf_counter()
     L.seed_everything(config.seed, workers=True, verbose=False)
-    datamodule = SignalDataModule(
-        train=config.data,
-        val=config.val_data,
-        val_fraction=config.val_fraction,
-        batch_size=config.batch_size,
-        augment=config.augment,
-        seed=config.seed,
-    )
-    datamodule.setup()
+    datamodule = datamodule_for(config)  # the shared data path (num_workers, augmentation, split)
     train_set, val_set = datamodule.train_set, datamodule.val_set
     assert isinstance(train_set, SignalMapDataset) and isinstance(val_set, SignalMapDataset)
     attrs = plain_attrs(datamodule.attrs)
@@ -272,7 +264,8 @@ def train_expert(
     task = FinetuneTask(policy=config.policy if pretrained else "full", **options)
     if pretrained:
         task.load_pretrained(init.model.state_dict())
-    result = fit_task(task, SubsetDataModule(train, val, config.batch_size, config.seed + i), tc, folder)
+    loaders = SubsetDataModule(train, val, config.batch_size, config.seed + i, config.num_workers)
+    result = fit_task(task, loaders, tc, folder)
     done = {"checkpoint": _relative(result.best_checkpoint, folder), "n_train": len(train), "metrics": result.metrics}
     write_text_atomic(folder / "done.json", json.dumps(done, indent=1))
 

@@ -67,10 +67,10 @@ class RegionCrops(Dataset):
 
 
 class SubsetDataModule(SplitDataModule):
-    """Loaders over given datasets (one expert's samples or crops)."""
+    """Loaders over given datasets (one expert's samples or crops), with ``num_workers`` loader processes."""
 
-    def __init__(self, train_set: Dataset, val_set: Dataset, batch_size: int, seed: int) -> None:
-        super().__init__(batch_size, 0, None, seed)
+    def __init__(self, train_set: Dataset, val_set: Dataset, batch_size: int, seed: int, num_workers: int = 0) -> None:
+        super().__init__(batch_size, num_workers, None, seed)
         self.train_set, self.val_set = train_set, val_set
 
 

@@ -8,18 +8,25 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from tomoformer.tasks.options import OptimOptions, RunOptions, check_fields, config_from_dict, option
-
-if TYPE_CHECKING:
-    from tomoformer.data.datamodule import AugmentOptions
+from tomoformer.data.augment_options import AugmentOptions
+from tomoformer.errors import ConfigError
+from tomoformer.tasks.options import (
+    AdaptOptions,
+    OptimOptions,
+    PretrainOptions,
+    RunOptions,
+    StreamOptions,
+    check_budget,
+    check_fields,
+    config_from_dict,
+    option,
+)
 
 
 def augment_options(**values: Any) -> AugmentOptions:
-    # Imported when a config is built, not when this module is: data.datamodule pulls in torch.
-    from tomoformer.data.datamodule import AugmentOptions
-
+    """:class:`AugmentOptions` from keyword arguments (the ``nested`` builder of an ``augment`` field)."""
     return AugmentOptions(**values)
 
 
@@ -46,10 +53,11 @@ class TrainConfig(RunOptions, OptimOptions):
 
     def __post_init__(self) -> None:
         # Range checks here, so a bad value fails as one line whether it came from a flag, a YAML file or code.
-        from tomoformer.validation import check_train_config
-
+        if isinstance(self.augment, dict):
+            self.augment = augment_options(**self.augment)
         check_fields(self)
-        check_train_config(self)
+        self.augment.check()
+        check_budget(self)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
@@ -59,3 +67,42 @@ class TrainConfig(RunOptions, OptimOptions):
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+@dataclass
+class FinetuneConfig(TrainConfig, AdaptOptions):
+    """A ``finetune`` run: :class:`TrainConfig` plus where it starts and its policy (:class:`AdaptOptions`);
+    ``model`` and ``model_kwargs`` come from the ``init`` checkpoint (required by
+    :func:`tomoformer.tasks.finetune.run_finetune`, so a config file may name it later)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        from tomoformer.tasks.policy import parse_policy  # torch: only when a fine-tuning config is built
+
+        parse_policy(self.policy)  # a bad policy fails before any data is read
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> FinetuneConfig:
+        return config_from_dict(cls, values, "finetune")
+
+
+@dataclass
+class PretrainConfig(TrainConfig, PretrainOptions, StreamOptions):
+    """A ``pretrain`` run: :class:`TrainConfig` plus the objective (:class:`PretrainOptions`) and the streaming
+    options (:class:`StreamOptions`). Streaming trains on simulated samples: no dataset store, and no masked
+    objective (that one trains on a store)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.stream:
+            default_data = {f.name: f.default for f in dataclasses.fields(TrainConfig)}["data"]
+            if self.data != default_data or self.val_data is not None:
+                raise ConfigError("give either --stream or --data, not both")
+            if self.objective == "masked":
+                raise ConfigError("--objective masked trains on a dataset store: give --data, not --stream")
+        elif self.sim_config:
+            raise ConfigError("--sim-config and --set need --stream")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> PretrainConfig:
+        return config_from_dict(cls, values, "pretraining")

@@ -9,14 +9,15 @@ The run reuses :func:`tomoformer.tasks.train.fit_task` (same Lightning loop and 
 from __future__ import annotations
 
 import dataclasses
-import time
 from pathlib import Path
+from typing import Any
 
 from tomoformer.checkpoint import load_checkpoint
 from tomoformer.errors import ConfigError
 from tomoformer.models.adapt import count_parameters
 from tomoformer.models.protocol import requires_fit
 from tomoformer.pretrained import resolve as resolve_pretrained
+from tomoformer.tasks.config import FinetuneConfig
 from tomoformer.tasks.mapping import MappingTask
 from tomoformer.tasks.policy import parse_policy
 from tomoformer.tasks.train import (
@@ -24,9 +25,7 @@ from tomoformer.tasks.train import (
     TrainResult,
     datamodule_for,
     finish_run,
-    finished_result,
-    fit_task,
-    open_run,
+    run_job,
     task_options,
 )
 
@@ -45,29 +44,61 @@ class FinetuneResult:
     total: int
 
 
-def run_finetune(checkpoint: str | Path, policy: str, config: TrainConfig) -> FinetuneResult:
+def run_finetune(
+    checkpoint: str | Path | None = None, policy: str | None = None, config: TrainConfig | None = None
+) -> FinetuneResult:
     """Fine-tune the model in ``checkpoint`` on ``config.data`` under ``policy``; write the run folder ``config.out``.
 
-    ``config.model`` and ``config.model_kwargs`` are taken from the checkpoint.
+    ``config`` is a :class:`FinetuneConfig` (``checkpoint`` and ``policy`` then default to its ``init`` and
+    ``policy``) or a plain :class:`TrainConfig`. ``config.model`` and ``config.model_kwargs`` are taken from the
+    checkpoint. The run folder's ``config.yaml`` is the resolved :class:`FinetuneConfig`.
     """
-    start = time.perf_counter()
-    parsed = parse_policy(policy)
+    config = config if config is not None else FinetuneConfig()
+    checkpoint = checkpoint if checkpoint is not None else getattr(config, "init", None)
+    if not checkpoint:
+        raise ConfigError("give the checkpoint to fine-tune (--from CKPT, or init: in the config)")
+    parsed = parse_policy(policy if policy is not None else getattr(config, "policy", "full"))
     checkpoint = resolve_pretrained(str(checkpoint))  # a shipped model's name works as --from
     loaded = load_checkpoint(checkpoint)
     if requires_fit(loaded.model):
         raise ConfigError(f"{checkpoint}: model {loaded.name!r} is fitted, not trained; nothing to fine-tune")
-    config = dataclasses.replace(config, model=loaded.name, model_kwargs=dict(loaded.model_kwargs))
+    values = {f.name: getattr(config, f.name) for f in dataclasses.fields(TrainConfig)}
+    values.update(model=loaded.name, model_kwargs=dict(loaded.model_kwargs))
+    config = FinetuneConfig(**values, init=str(checkpoint), policy=str(parsed))
     record = {**config.to_dict(), "finetune": {"from": str(checkpoint), "policy": str(parsed)}}
-    with open_run(config, record, command="finetune", inputs=(str(checkpoint),)) as run:
-        datamodule = datamodule_for(config)
+    tasks: list[FinetuneTask] = []  # the task trained (one)
+    before: list[int] = []  # its trainable parameters when training started
+
+    def make_task(datamodule: Any) -> FinetuneTask:
         task = FinetuneTask(policy=str(parsed), **task_options(config, datamodule.attrs))
         task.load_pretrained(loaded.model.state_dict())
         trainable, total = count_parameters(task.model)
-        done = finished_result(run, config)
-        if done is not None:
-            return FinetuneResult(train=done, policy=str(parsed), trainable=trainable, total=total)
         print(f"policy {parsed}: {trainable:,} trainable of {total:,} parameters ({100 * trainable / total:.1f}%)")
-        result = finish_run(run, fit_task(task, datamodule, config, run.begin(), start))
-    # lp-ft ends with everything trainable: report what the policy trained at its widest, not the probe phase.
-    trainable = max(trainable, count_parameters(task.model)[0])
-    return FinetuneResult(train=result, policy=str(parsed), trainable=trainable, total=total)
+        tasks.append(task)
+        before.append(trainable)
+        return task
+
+    def finish(run: Any, result: TrainResult) -> FinetuneResult:
+        finish_run(run, result)
+        return _result(result, tasks[0], before=before[0])
+
+    def _result(result: TrainResult, task: FinetuneTask, before: int) -> FinetuneResult:
+        # lp-ft ends with everything trainable: report what the policy trained at its widest, not the probe phase.
+        trainable, total = count_parameters(task.model)
+        return FinetuneResult(train=result, policy=str(parsed), trainable=max(before, trainable), total=total)
+
+    def finished(run: Any, done: TrainResult) -> FinetuneResult:
+        # The counts under the policy, from the task a fresh run would train (no data needed for them).
+        task = FinetuneTask(policy=str(parsed), **task_options(config, {}))
+        return _result(done, task, before=0)
+
+    return run_job(
+        config,
+        lambda: datamodule_for(config),
+        make_task,
+        record=record,
+        command="finetune",
+        inputs=(str(checkpoint),),
+        finish=finish,
+        finished=finished,
+    )

@@ -18,11 +18,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tomoformer.errors import ConfigError
-from tomoformer.validation import ACCELERATORS, PRECISIONS, SEED_MAX, check_float, check_int
+from tomoformer.validation import ACCELERATORS, PRECISIONS, SEED_MAX, check_declared
 
 # ("int", low, high) or ("float", low, high, low_open, high_open); None: unbounded on that side.
 Bounds = tuple[Any, ...]
 SECTIONS = ("run", "optim")  # YAML sections accepted besides flat keys
+# The fine-tuning policies, spelled once (tasks.policy parses them; every command's help quotes this).
+POLICY_HELP = "full, head, freeze:K, llrd:G, lora:R or lp-ft[:F]"
+OBJECTIVES = ("supervised", "masked")
+MASK_MODES = ("frames", "patches")
 
 
 def option(
@@ -33,10 +37,16 @@ def option(
     flag: str | None = None,
     choices: tuple[str, ...] | None = None,
     factory: Any = dataclasses.MISSING,
+    bool_flag: str = "both",
+    metavar: str | None = None,
 ) -> Any:
     """A dataclass field with its command-line help, flag name and range check in ``metadata``. (A field holding
-    an options dataclass, ``augment``, instead carries ``nested``: a callable building it from keyword arguments.)"""
-    meta = {"help": help, "bounds": bounds, "flag": flag, "choices": choices}
+    an options dataclass, ``augment``, instead carries ``nested``: a callable building it from keyword arguments.)
+    ``bool_flag``: a bool field gets ``--x`` and ``--no-x`` ("both"), only ``--x`` ("on") or only ``--no-x``
+    ("off")."""
+    meta = {"help": help, "bounds": bounds, "flag": flag, "choices": choices, "bool_flag": bool_flag}
+    if metavar:
+        meta["metavar"] = metavar
     if factory is not dataclasses.MISSING:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -85,6 +95,40 @@ class OptimOptions:
     )
 
 
+@dataclass
+class AdaptOptions:
+    """Where a fine-tuning run starts (``init``: a checkpoint or a shipped model's name) and what it trains."""
+
+    init: str | None = option(
+        None,
+        "pretrained checkpoint, or a shipped model's name (`tomoformer models --pretrained`)",
+        flag="from",
+        metavar="CKPT",
+    )
+    policy: str = option("full", f"one of {POLICY_HELP} (default: full)")
+
+
+@dataclass
+class PretrainOptions:
+    """The pretraining objective: supervised mapping, or masked signal modelling (no labels) and its masking."""
+
+    objective: str = option("supervised", "masked: no labels needed", choices=OBJECTIVES)
+    mask_ratio: float = option(
+        0.5, "masked: fraction of frames or patches hidden", bounds=("float", 0.0, 1.0, True, True)
+    )
+    mask_mode: str = option("frames", "masked: what is hidden", choices=MASK_MODES)
+
+
+@dataclass
+class StreamOptions:
+    """Training on samples simulated on the fly: new ones every epoch, validated on a fixed simulated set."""
+
+    stream: bool = option(False, "simulate new training samples every epoch", bool_flag="on")
+    sim_config: str | None = option(None, "SimConfig fields (see `tomoformer simulate`)", metavar="YAML")
+    samples_per_epoch: int = option(1024, "simulated training samples per epoch", bounds=("int", 1, None))
+    val_samples: int = option(64, "size of the fixed simulated validation set", bounds=("int", 1, None))
+
+
 def section_fields(cls: type) -> set[str]:
     return {f.name for f in dataclasses.fields(cls)}
 
@@ -96,19 +140,18 @@ def shared_values(config: Any) -> dict[str, Any]:
 
 
 def check_fields(config: Any) -> None:
-    """Range and choice checks of every field that declares them; one-line :class:`ConfigError` naming it."""
-    for f in dataclasses.fields(config):
-        value = getattr(config, f.name)
-        bounds, choices = f.metadata.get("bounds"), f.metadata.get("choices")
-        if bounds is not None and not (value is None and _optional(f)):
-            if bounds[0] == "int":
-                check_int(f.name, value, bounds[1], bounds[2])
-            else:
-                check_float(f.name, value, *bounds[1:])
-        if choices is not None and value is not None and str(value) not in choices:
-            raise ConfigError(f"option {f.name} is {value!r}, expected one of: {', '.join(choices[:8])}")
+    """Range and choice checks of every field that declares them (:func:`tomoformer.validation.check_declared`,
+    the one table); one-line :class:`ConfigError` naming it."""
+    check_declared(config)
     if hasattr(config, "devices"):
         config.devices = devices_value(config.devices)
+
+
+def check_budget(config: Any) -> None:
+    """A run needs a step budget: ``max_epochs`` or ``max_steps`` of at least 1 (the command line's rule, applied
+    to every config so a library caller gets it too)."""
+    if config.max_epochs < 1 and config.max_steps < 1:
+        raise ConfigError("give --max-epochs or --max-steps of at least 1")
 
 
 def devices_value(devices: Any) -> int | str:
@@ -123,10 +166,6 @@ def devices_value(devices: Any) -> int | str:
     if text == "auto" or (text and all(part.strip().isdigit() for part in text.rstrip(",").split(","))):
         return text
     raise ConfigError(f"option devices is {devices!r}, expected -1 (all), a count >= 1, auto or a list like 0,1")
-
-
-def _optional(f: dataclasses.Field) -> bool:
-    return "None" in str(f.type)
 
 
 # Field annotation (as written, ``from __future__ import annotations``) -> the YAML value types it accepts.

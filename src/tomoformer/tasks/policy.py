@@ -24,10 +24,9 @@ from torch import nn
 
 from tomoformer.errors import ConfigError
 from tomoformer.models.adapt import freeze_all_but_head, freeze_parameters, inject_lora, layer_groups
+from tomoformer.tasks.options import POLICY_HELP  # spelled once, in tasks/options.py
 
 __all__ = ["POLICY_HELP", "Policy", "apply_policy", "parse_policy", "require_kind"]
-
-POLICY_HELP = "full, head, freeze:K, llrd:G, lora:R or lp-ft[:F]"
 
 
 @dataclass(frozen=True)

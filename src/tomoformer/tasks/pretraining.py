@@ -12,7 +12,6 @@ registry model and ``tomoformer finetune --from`` works on the checkpoint.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import torch
@@ -24,18 +23,14 @@ from tomoformer.models.features import frame_features
 from tomoformer.models.registry import create_model
 from tomoformer.models.tomoformer import TomoFormer
 from tomoformer.tasks.base import BaseTask
+from tomoformer.tasks.options import MASK_MODES
 from tomoformer.tasks.train import (
     TrainConfig,
     TrainResult,
     datamodule_for,
-    finish_run,
-    finished_result,
-    fit_task,
-    open_run,
+    run_job,
     task_options,
 )
-
-MASK_MODES = ("frames", "patches")
 
 
 def _first_k(scores: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
@@ -178,19 +173,27 @@ class MaskedSignalTask(BaseTask):
         return list(self.recon.parameters())
 
 
-def run_masked_pretraining(config: TrainConfig, mask_ratio: float = 0.5, mask_mode: str = "frames") -> TrainResult:
+def run_masked_pretraining(
+    config: TrainConfig, mask_ratio: float | None = None, mask_mode: str | None = None
+) -> TrainResult:
     """Masked signal modelling of ``config.model`` (a TomoFormer) on ``config.data``, which needs no labels; the
-    run folder is like ``train``'s and the best checkpoint has the lowest ``val_loss``."""
-    start = time.perf_counter()
+    run folder is like ``train``'s and the best checkpoint has the lowest ``val_loss``. ``mask_ratio`` and
+    ``mask_mode`` default to those of a :class:`~tomoformer.tasks.config.PretrainConfig` (else 0.5, frames)."""
+    mask_ratio = mask_ratio if mask_ratio is not None else getattr(config, "mask_ratio", 0.5)
+    mask_mode = mask_mode if mask_mode is not None else getattr(config, "mask_mode", "frames")
     options = {k: getattr(config, k) for k in ("model", "model_kwargs", "lr", "weight_decay", "warmup_fraction")}
     MaskedSignalTask(**options, mask_ratio=mask_ratio, mask_mode=mask_mode)  # refuse bad options before any data
     record = {**config.to_dict(), "objective": "masked", "mask_ratio": mask_ratio, "mask_mode": mask_mode}
-    with open_run(config, record, command="pretrain") as run:
-        done = finished_result(run, config)
-        if done is not None:
-            return done
-        datamodule = datamodule_for(config, require_labels=False)
+
+    def make_task(datamodule: Any) -> MaskedSignalTask:
         data_attrs = task_options(config, datamodule.attrs)["data_attrs"]
-        task = MaskedSignalTask(**options, mask_ratio=mask_ratio, mask_mode=mask_mode, data_attrs=data_attrs)
-        out = run.begin()
-        return finish_run(run, fit_task(task, datamodule, config, out, start, monitor=("val_loss", "min")))
+        return MaskedSignalTask(**options, mask_ratio=mask_ratio, mask_mode=mask_mode, data_attrs=data_attrs)
+
+    return run_job(
+        config,
+        lambda: datamodule_for(config, require_labels=False),
+        make_task,
+        record=record,
+        command="pretrain",
+        monitor=("val_loss", "min"),
+    )

@@ -3,8 +3,6 @@ every epoch from :class:`~tomoformer.data.stream.SimulatorDataModule`, validated
 
 from __future__ import annotations
 
-import time
-
 from tomoformer.data.stream import SimulatorDataModule
 from tomoformer.errors import ConfigError
 from tomoformer.models.protocol import requires_fit
@@ -14,10 +12,7 @@ from tomoformer.tasks.mapping import MappingTask
 from tomoformer.tasks.train import (
     TrainConfig,
     TrainResult,
-    finish_run,
-    finished_result,
-    fit_task,
-    open_run,
+    run_job,
     task_options,
 )
 
@@ -32,13 +27,10 @@ def run_stream_pretraining(
         raise ConfigError("--samples-per-epoch and --val-samples must be at least 1")
     if requires_fit(create_model(config.model, **config.model_kwargs)):
         raise ConfigError(f"model {config.model!r} is fitted, not trained: use `tomoformer train --data`")
-    start = time.perf_counter()
     stream = {"sim_config": sim.to_dict(), "samples_per_epoch": samples_per_epoch, "val_samples": val_samples}
     record = {**config.to_dict(), "data": None, "val_data": None, "stream": stream}
-    with open_run(config, record, command="pretrain") as run:
-        done = finished_result(run, config)
-        if done is not None:
-            return done
+
+    def make_data() -> SimulatorDataModule:
         datamodule = SimulatorDataModule(
             sim,
             samples_per_epoch=samples_per_epoch,
@@ -49,5 +41,9 @@ def run_stream_pretraining(
             seed=config.seed,
         )
         datamodule.setup()
-        task = MappingTask(**task_options(config, datamodule.attrs))
-        return finish_run(run, fit_task(task, datamodule, config, run.begin(), start))
+        return datamodule
+
+    def make_task(datamodule: SimulatorDataModule) -> MappingTask:
+        return MappingTask(**task_options(config, datamodule.attrs))
+
+    return run_job(config, make_data, make_task, record=record, command="pretrain")

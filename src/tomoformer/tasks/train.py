@@ -9,7 +9,7 @@ import re
 import shutil
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from tomoformer.models.registry import create_model
 from tomoformer.outputs import RunFolder, claim_names, run_folder
 from tomoformer.tasks.config import TrainConfig
 from tomoformer.tasks.mapping import MappingTask
+from tomoformer.tasks.options import RunOptions
 
 
 @dataclass
@@ -112,11 +113,13 @@ def finish_run(run: RunFolder, result: TrainResult) -> TrainResult:
 
 
 def datamodule_for(config: TrainConfig, require_labels: bool = True) -> SignalDataModule:
-    """The (set-up) datamodule over ``config.data`` / ``config.val_data`` (``require_labels=False``: signals only)."""
+    """The (set-up) datamodule over ``config.data`` / ``config.val_data`` (``require_labels=False``: signals only);
+    ``config``: a :class:`TrainConfig` or any run config with the same data fields (``ExpertsConfig``)."""
     from tomoformer.data.device import DeviceDataModule
 
     # data_on_device: the stores live in the training device's memory and batches are made there (data/device.py).
-    datamodule = (DeviceDataModule if config.data_on_device else SignalDataModule)(
+    on_device = getattr(config, "data_on_device", False)
+    datamodule = (DeviceDataModule if on_device else SignalDataModule)(
         train=config.data,
         val=config.val_data,
         val_fraction=config.val_fraction,
@@ -143,34 +146,78 @@ def task_options(config: TrainConfig, data_attrs: dict[str, Any]) -> dict[str, A
     }
 
 
-def run_training(config: TrainConfig) -> TrainResult:
-    """Train ``config.model`` on ``config.data``; write the run folder; return the best checkpoint and metrics."""
+def run_job(
+    config: Any,
+    make_data: Callable[[], L.LightningDataModule],
+    make_task: Callable[[L.LightningDataModule], L.LightningModule],
+    *,
+    record: dict[str, Any] | None = None,
+    command: str = "train",
+    inputs: tuple[str | None, ...] = (),
+    monitor: tuple[str, str] = ("val_iou", "max"),
+    fit: Callable[[L.LightningModule, L.LightningDataModule, Path, float], TrainResult] | None = None,
+    finish: Callable[[RunFolder, TrainResult], Any] | None = None,
+    finished: Callable[[RunFolder, TrainResult], Any] | None = None,
+) -> Any:
+    """The one run skeleton of every run command: claim the run folder ``config.out`` (:func:`open_run`, seeds
+    everything), report a run that already finished (``--resume``, :func:`finished_result`), build the data, then
+    the task on it, write ``config.yaml`` (``run.begin()``), fit (:func:`fit_task`, best checkpoint by
+    ``monitor``) and mark the run finished (:func:`finish_run`).
+
+    ``config``: any run config (:class:`~tomoformer.tasks.options.RunOptions` plus ``out``, ``data``,
+    ``val_data``, ``max_epochs``, ``batch_size``); ``record``, ``command``, ``inputs``: see :func:`open_run`.
+    ``fit`` replaces the Lightning fit (models fitted from data); ``finish(run, result)`` replaces
+    :func:`finish_run` and ``finished(run, result)`` shapes a finished run's result (their return value is
+    returned). A failure before ``run.begin()`` leaves no fresh run folder behind.
+    """
     start = time.perf_counter()
-    with open_run(config) as run:
+    with open_run(config, record, command=command, inputs=inputs) as run:
         done = finished_result(run, config)
         if done is not None:
-            return done
-        probe = create_model(config.model, **config.model_kwargs)
-        # Fitted models (threshold, rti) read host datasets; only gradient training uses the device-resident mode.
-        fitted = requires_fit(probe)
-        datamodule = datamodule_for(dataclasses.replace(config, data_on_device=False) if fitted else config)
+            return finished(run, done) if finished is not None else done
+        datamodule = make_data()
+        task = make_task(datamodule)
         out = run.begin()
-        if fitted:
-            return finish_run(run, _fit_classical(config, probe, datamodule, out, start))
-        task = MappingTask(**task_options(config, datamodule.attrs))
-        return finish_run(run, fit_task(task, datamodule, config, out, start))
+        if fit is not None:
+            result = fit(task, datamodule, out, start)
+        else:
+            result = fit_task(task, datamodule, config, out, start, monitor=monitor)
+        return finish(run, result) if finish is not None else finish_run(run, result)
+
+
+def run_training(config: TrainConfig) -> TrainResult:
+    """Train ``config.model`` on ``config.data``; write the run folder; return the best checkpoint and metrics."""
+    built: dict[str, Any] = {}
+
+    def make_data() -> SignalDataModule:
+        # Built after open_run seeded everything, before the task: the same random draws as every earlier run.
+        built["probe"] = probe = create_model(config.model, **config.model_kwargs)
+        # Fitted models (threshold, rti) read host datasets; only gradient training uses the device-resident mode.
+        built["fitted"] = fitted = requires_fit(probe)
+        return datamodule_for(dataclasses.replace(config, data_on_device=False) if fitted else config)
+
+    def make_task(datamodule: SignalDataModule) -> Any:
+        return built["probe"] if built["fitted"] else MappingTask(**task_options(config, datamodule.attrs))
+
+    def fit(task: Any, datamodule: SignalDataModule, out: Path, start: float) -> TrainResult:
+        if built["fitted"]:
+            return _fit_classical(config, task, datamodule, out, start)
+        return fit_task(task, datamodule, config, out, start)
+
+    return run_job(config, make_data, make_task, fit=fit)
 
 
 def fit_task(
     task: L.LightningModule,
     datamodule: L.LightningDataModule,
-    config: TrainConfig,
+    config: RunOptions,
     out: Path,
     start: float | None = None,
     monitor: tuple[str, str] = ("val_iou", "max"),
 ) -> TrainResult:
     """Run the Lightning loop for ``task`` and collect the run folder's outputs; the best checkpoint is chosen by
-    ``monitor`` (metric name, "max" | "min")."""
+    ``monitor`` (metric name, "max" | "min"). ``config``: any run config (its :class:`RunOptions`, ``max_epochs``
+    (default -1: no limit), ``batch_size`` and ``model`` are read)."""
     from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
@@ -179,7 +226,7 @@ def fit_task(
     start = time.perf_counter() if start is None else start
     n_params = sum(p.numel() for p in task.parameters())
     n_train = sum(p.numel() for p in task.parameters() if p.requires_grad)
-    print(f"model {config.model}: {n_train:,} trainable of {n_params:,} parameters")
+    print(f"model {getattr(config, 'model', type(task).__name__)}: {n_train:,} trainable of {n_params:,} parameters")
     checkpoints = out / "checkpoints"
     best = ModelCheckpoint(
         dirpath=checkpoints,
@@ -220,7 +267,7 @@ def fit_task(
     claim_names(out, [log_version, "tensorboard", "checkpoints"])
     trainer = L.Trainer(
         default_root_dir=out,
-        max_epochs=config.max_epochs,
+        max_epochs=getattr(config, "max_epochs", -1),
         max_steps=config.max_steps,
         accelerator=config.accelerator,
         devices=config.devices,
@@ -253,7 +300,7 @@ def fit_task(
         # Temperature scaling on the validation split, stored in best.ckpt (tasks/calibrate.py).
         from tomoformer.tasks.calibrate import calibrate_after_training
 
-        calibrate_after_training(best_path, getattr(datamodule, "val_set", None), config.batch_size)
+        calibrate_after_training(best_path, getattr(datamodule, "val_set", None), getattr(config, "batch_size", 8))
     return TrainResult(out=out, best_checkpoint=best_path, metrics=metrics, seconds=time.perf_counter() - start)
 
 
