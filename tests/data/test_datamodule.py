@@ -21,6 +21,7 @@ from tomoformer.data.datamodule import (
     split_indices,
 )
 from tomoformer.data.format import open_dataset
+from tomoformer.data.transforms import augment_from_options
 from tomoformer.errors import DataError
 
 
@@ -40,7 +41,7 @@ def test_model_tx_pos_measures_height_above_receiver_in_cells() -> None:
 
 def test_items_and_augmentation_are_repeatable(toy_dataset: Path) -> None:
     source = open_dataset(toy_dataset)
-    augment = AugmentOptions(d4=True, min_frames=2, max_frames=3, min_keep_fraction=0.5).build()
+    augment = augment_from_options(AugmentOptions(d4=True, min_frames=2, max_frames=3, min_keep_fraction=0.5))
     a = SignalMapDataset(source, augment=augment, seed=5)
     b = SignalMapDataset(source, augment=augment, seed=5)
     item = a[3]
@@ -112,7 +113,7 @@ def test_batch_sampler_sends_the_trainer_epoch_with_each_index(toy_dataset: Path
     expected = EpochShuffleSampler(16, 0)
     expected.set_epoch(2)
     assert [i for b in batches for _, i in b] == list(expected)
-    ds = SignalMapDataset(open_dataset(toy_dataset), augment=AugmentOptions(d4=True).build(), seed=0)
+    ds = SignalMapDataset(open_dataset(toy_dataset), augment=augment_from_options(AugmentOptions(d4=True)), seed=0)
     ds.set_epoch(2)
     # A worker's copy of the dataset may be at another epoch: the key's epoch decides the augmentation.
     torch.testing.assert_close(ds[(2, 5)]["signals"], ds[5]["signals"], equal_nan=True)
@@ -120,7 +121,7 @@ def test_batch_sampler_sends_the_trainer_epoch_with_each_index(toy_dataset: Path
 
 
 def test_persistent_workers_follow_the_epoch(toy_dataset: Path) -> None:
-    dataset = SignalMapDataset(open_dataset(toy_dataset), augment=AugmentOptions(d4=True).build(), seed=0)
+    dataset = SignalMapDataset(open_dataset(toy_dataset), augment=augment_from_options(AugmentOptions(d4=True)), seed=0)
     sampler = ShardedBatchSampler(len(dataset), 8, EpochShuffleSampler(len(dataset), 0), epoch_keys=True)
     loader = make_loader(dataset, num_workers=1, batch_sampler=sampler)
     assert loader.persistent_workers

@@ -16,10 +16,11 @@ from tomoformer.data.datamodule import (
     make_loader,
 )
 from tomoformer.data.format import open_dataset, write_dataset
+from tomoformer.data.transforms import augment_from_options
 
 
 def _batches(path: Path, options: AugmentOptions, epoch: int = 0, seed: int = 0) -> list[dict[str, torch.Tensor]]:
-    dataset = SignalMapDataset(open_dataset(path), augment=options.build(), seed=seed)
+    dataset = SignalMapDataset(open_dataset(path), augment=augment_from_options(options), seed=seed)
     sampler = ShardedBatchSampler(
         len(dataset), 4, EpochShuffleSampler(len(dataset), seed), epoch_keys=True, batch_keys=True
     )

@@ -8,13 +8,10 @@ A module of its own that imports no torch, so the command line builds the flags 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from tomoformer.errors import ConfigError
 from tomoformer.validation import check_declared, check_int
-
-if TYPE_CHECKING:
-    from tomoformer.data.transforms import Augment
 
 # How the frame count is drawn in [min_frames, max_frames] (data.transforms draws it).
 FRAME_SAMPLINGS = ("uniform", "log-uniform")
@@ -77,21 +74,3 @@ class AugmentOptions:
         check_declared(self, "augment.")
         if self.min_frames is not None and self.max_frames:
             check_int("augment.min_frames", self.min_frames, 1, self.max_frames)
-
-    def build(self) -> Augment | None:
-        from tomoformer.data.transforms import Augment
-
-        frames = (self.min_frames or 1, self.max_frames) if self.max_frames else None
-        keep = (self.min_keep_fraction, 1.0) if self.min_keep_fraction else None
-        floor = (0.0, self.max_floor_fraction) if self.max_floor_fraction else None
-        if not self.d4 and frames is None and keep is None and floor is None and self.crop is None:
-            return None
-        return Augment(
-            d4=self.d4,
-            frames=frames,
-            keep_fraction=keep,
-            floor_fraction=floor,
-            crop=self.crop,
-            frame_sampling=self.frame_sampling,
-            whole_fraction=float(self.whole_fraction),
-        )

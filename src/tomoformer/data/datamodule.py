@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from tomoformer.data.augment_options import AugmentOptions
 from tomoformer.data.format import SignalDataset, open_dataset, require_valid_values
-from tomoformer.data.transforms import Augment
+from tomoformer.data.transforms import Augment, augment_from_options
 from tomoformer.errors import DataError
 
 # Datasets below this size are read once into RAM (float16), which is far faster than chunked reads.
@@ -221,7 +221,7 @@ class SignalDataModule(SplitDataModule):
         train, train_idx, val, val_idx = open_split(
             self.train_path, self.val_path, self.val_fraction, self.seed, self.require_labels
         )
-        self.train_set = SignalMapDataset(train, train_idx, augment=self.augment.build(), seed=self.seed)
+        self.train_set = SignalMapDataset(train, train_idx, augment=augment_from_options(self.augment), seed=self.seed)
         self.val_set = SignalMapDataset(val, val_idx, augment=None, seed=self.seed)
 
     @property

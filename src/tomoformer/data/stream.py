@@ -24,7 +24,7 @@ import torch
 from torch.utils.data import Dataset
 
 from tomoformer.data.datamodule import AugmentOptions, EpochShuffleSampler, SplitDataModule, model_tx_pos, plan_batches
-from tomoformer.data.transforms import Augment
+from tomoformer.data.transforms import Augment, augment_from_options
 from tomoformer.sim import SimConfig, dataset_attrs, prepare, propagate, simulate_samples
 
 
@@ -125,7 +125,9 @@ class SimulatorDataModule(SplitDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
-        self.train_set = SimulatorStream(self.config, self.samples_per_epoch, self.seed, self.augment.build())
+        self.train_set = SimulatorStream(
+            self.config, self.samples_per_epoch, self.seed, augment_from_options(self.augment)
+        )
         self.val_set = SimulatorStream(self.config, self.val_samples, self.val_seed, fixed=True)
 
     @property

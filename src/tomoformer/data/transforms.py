@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from tomoformer.data.augment_options import FRAME_SAMPLINGS
+from tomoformer.data.augment_options import FRAME_SAMPLINGS, AugmentOptions
 
 N_D4 = 8
 # How the number of frames of a training batch is drawn in (min, max): uniformly, or log-uniformly (as many
@@ -275,3 +275,21 @@ class Augment:
             f"floor_fraction={self.floor_fraction}, crop={self.crop}, frame_sampling={self.frame_sampling!r}, "
             f"whole_fraction={self.whole_fraction})"
         )
+
+
+def augment_from_options(options: AugmentOptions) -> Augment | None:
+    """The :class:`Augment` that ``options`` (a run config's ``augment:``) asks for; None when it asks for none."""
+    frames = (options.min_frames or 1, options.max_frames) if options.max_frames else None
+    keep = (options.min_keep_fraction, 1.0) if options.min_keep_fraction else None
+    floor = (0.0, options.max_floor_fraction) if options.max_floor_fraction else None
+    if not options.d4 and frames is None and keep is None and floor is None and options.crop is None:
+        return None
+    return Augment(
+        d4=options.d4,
+        frames=frames,
+        keep_fraction=keep,
+        floor_fraction=floor,
+        crop=options.crop,
+        frame_sampling=options.frame_sampling,
+        whole_fraction=float(options.whole_fraction),
+    )

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from tomoformer.data.transforms import augment_from_options
 from tomoformer.perf.measure import Batch, Step, synchronize, time_steps
 
 
@@ -111,7 +112,7 @@ def open_loader(
         config = SimConfig(frames=frames, size=size)
         if on_device:
             return DeviceSimulatorStream(config, 64 * batch_size, device, batch_size, seed, augment), frames, size
-        dataset = SimulatorStream(config, 64 * batch_size, seed, augment.build())
+        dataset = SimulatorStream(config, 64 * batch_size, seed, augment_from_options(augment))
     else:
         from tomoformer.data.format import open_dataset
 
@@ -121,7 +122,7 @@ def open_loader(
             from tomoformer.data.device import DeviceDataset
 
             return DeviceDataset(source, None, device, batch_size, augment, seed=seed), frames, size
-        dataset = SignalMapDataset(source, augment=augment.build(), seed=seed)
+        dataset = SignalMapDataset(source, augment=augment_from_options(augment), seed=seed)
     sampler = EpochShuffleSampler(len(dataset), seed)
     batches = ShardedBatchSampler(len(dataset), batch_size, sampler, epoch_keys=True)
     return make_loader(dataset, num_workers=num_workers, batch_sampler=batches), frames, size
