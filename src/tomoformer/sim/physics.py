@@ -66,20 +66,7 @@ def draw_physics(config: SimConfig, rng: np.random.Generator) -> Physics:
         roof = config.roof_opaque_loss_db
     else:
         roof = draw_value(config, "roof_loss_db", rng)
-    corner, per_m = math.inf, math.inf
-    if config.canyon_probability > 0 and (config.canyon_probability == 1 or rng.random() < config.canyon_probability):
-        corner = draw_value(config, "canyon_corner_loss_db", rng)
-        per_m = draw_value(config, "canyon_loss_db_per_m", rng)
-    return Physics(
-        wall_loss_db=wall,
-        indoor_loss_db_per_m=indoor,
-        roof_loss_db=roof,
-        canyon_corner_loss_db=corner,
-        canyon_loss_db_per_m=per_m,
-        shadowing_std_db=draw_value(config, "shadowing_std_db", rng),
-        noise_std_db=draw_value(config, "noise_std_db", rng),
-        floor_fraction=draw_value(config, "floor_fraction", rng),  # last: older draws stay as they were
-    )
+    return _with_the_rest(config, rng, wall, indoor, roof)
 
 
 def _draw_itu_physics(config: SimConfig, rng: np.random.Generator) -> Physics:
@@ -94,20 +81,7 @@ def _draw_itu_physics(config: SimConfig, rng: np.random.Generator) -> Physics:
         roof = config.roof_opaque_loss_db
     else:
         roof = slab_loss_db(roof_material, roof_thickness, config.frequency_hz)
-    corner, per_m = math.inf, math.inf
-    if config.canyon_probability > 0 and (config.canyon_probability == 1 or rng.random() < config.canyon_probability):
-        corner = draw_value(config, "canyon_corner_loss_db", rng)
-        per_m = draw_value(config, "canyon_loss_db_per_m", rng)
-    return Physics(
-        wall_loss_db=wall,
-        indoor_loss_db_per_m=indoor,
-        roof_loss_db=roof,
-        canyon_corner_loss_db=corner,
-        canyon_loss_db_per_m=per_m,
-        shadowing_std_db=draw_value(config, "shadowing_std_db", rng),
-        noise_std_db=draw_value(config, "noise_std_db", rng),
-        floor_fraction=draw_value(config, "floor_fraction", rng),
-    )
+    return _with_the_rest(config, rng, wall, indoor, roof)
 
 
 def fixed_physics(config: SimConfig) -> Physics:
@@ -139,3 +113,22 @@ def frame_values(physics: Sequence[Physics], frames: int, name: str, device: tor
     """Field ``name`` of every sample repeated for its ``frames`` frames: float32 [len(physics) * frames]."""
     values = torch.tensor([getattr(p, name) for p in physics], dtype=torch.float32)
     return values.repeat_interleave(frames).to(device)
+
+
+def _with_the_rest(config: SimConfig, rng: np.random.Generator, wall: float, indoor: float, roof: float) -> Physics:
+    """The physics with the given wall, indoor and roof losses and the rest drawn after them, in a fixed order
+    (street canyons, shadowing, noise, then the floor: last, so older draws stay as they were)."""
+    corner, per_m = math.inf, math.inf
+    if config.canyon_probability > 0 and (config.canyon_probability == 1 or rng.random() < config.canyon_probability):
+        corner = draw_value(config, "canyon_corner_loss_db", rng)
+        per_m = draw_value(config, "canyon_loss_db_per_m", rng)
+    return Physics(
+        wall_loss_db=wall,
+        indoor_loss_db_per_m=indoor,
+        roof_loss_db=roof,
+        canyon_corner_loss_db=corner,
+        canyon_loss_db_per_m=per_m,
+        shadowing_std_db=draw_value(config, "shadowing_std_db", rng),
+        noise_std_db=draw_value(config, "noise_std_db", rng),
+        floor_fraction=draw_value(config, "floor_fraction", rng),
+    )
