@@ -41,6 +41,15 @@ def add_config_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="YAML", help="read options from this YAML file; flags override it")
 
 
+def add_model_source(parser: argparse.ArgumentParser, onnx: bool = False) -> None:
+    """The required choice of one model: ``--checkpoint CKPT`` or ``--pretrained NAME`` (or ``--onnx FILE``)."""
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="a trained checkpoint")
+    if onnx:
+        source.add_argument("--onnx", help="a file from `tomoformer export --format onnx` (runs with onnxruntime)")
+    source.add_argument("--pretrained", metavar="NAME", help="a shipped model (`tomoformer models --pretrained`)")
+
+
 def add_overwrite_flag(parser: argparse.ArgumentParser, default: Any = False) -> None:
     """``--overwrite``: replace an existing output; only what tomoformer recorded writing is removed
     (docs/safety.md)."""

@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tomoformer.cli.common import add_overwrite_flag, device_name, non_negative_int, positive_int, probability
+from tomoformer.cli.common import (
+    add_model_source,
+    add_overwrite_flag,
+    device_name,
+    non_negative_int,
+    positive_int,
+    probability,
+)
 from tomoformer.outputs import check_not_input, claim_output
 
 
@@ -36,10 +43,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run_evaluate)
 
     q = commands.add_parser("predict", help="building probabilities and maps for every sample of a dataset")
-    model = q.add_mutually_exclusive_group(required=True)
-    model.add_argument("--checkpoint", help="a trained checkpoint")
-    model.add_argument("--onnx", help="a file from `tomoformer export --format onnx` (runs with onnxruntime)")
-    model.add_argument("--pretrained", metavar="NAME", help="a shipped model (`tomoformer models --pretrained`)")
+    add_model_source(q, onnx=True)
     q.add_argument("--data", required=True, help="dataset; it needs no 'buildings' array")
     q.add_argument("--out", required=True, help="OUT.npz, OUT.h5 or OUT.zarr")
     q.add_argument("--threshold", type=probability, default=0.5)
@@ -57,9 +61,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     c = commands.add_parser(
         "calibrate", help="fit a checkpoint's temperature on labelled validation data and write the calibrated copy"
     )
-    source = c.add_mutually_exclusive_group(required=True)
-    source.add_argument("--checkpoint", help="a trained checkpoint")
-    source.add_argument("--pretrained", metavar="NAME", help="a shipped model (`tomoformer models --pretrained`)")
+    add_model_source(c)
     c.add_argument("--data", required=True, help="labelled validation data (never the test data)")
     c.add_argument("--out", required=True, help="the calibrated checkpoint: OUT.ckpt or OUT.safetensors")
     c.add_argument("--batch-size", type=positive_int, default=8)

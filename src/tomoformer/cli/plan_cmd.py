@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from tomoformer.cli.common import add_overwrite_flag, device_name, positive_int
+from tomoformer.cli.common import add_model_source, add_overwrite_flag, device_name, positive_int
 from tomoformer.outputs import check_not_input, claim_output
 
 
@@ -12,9 +12,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser(
         "plan", help="choose the next K transmitter positions among candidates (most information about the map)"
     )
-    model = p.add_mutually_exclusive_group(required=True)
-    model.add_argument("--checkpoint", help="a trained checkpoint")
-    model.add_argument("--pretrained", metavar="NAME", help="a shipped model (`tomoformer models --pretrained`)")
+    add_model_source(p)
     p.add_argument("--data", required=True, help="the maps measured so far (N samples, with tx_pos)")
     p.add_argument("--candidates", required=True, help="C.npy: [N, K0, 3] or [K0, 3] row, column (cells), height (m)")
     p.add_argument("--k", type=positive_int, required=True, help="how many transmitters to choose per sample")
