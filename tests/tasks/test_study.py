@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import csv
+import shutil
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import toy_arrays
 from tomoformer.cli import main
+from tomoformer.data.format import write_dataset
 from tomoformer.io import write_marker
 from tomoformer.tasks.study import StudyRow, run_study, write_results
 from tomoformer.tasks.train import TrainConfig
@@ -88,3 +91,24 @@ def test_study_resume_refuses_other_settings_and_accepts_new_rows(
     with open(out / "results.csv", newline="") as f:
         assert [r["policy"] for r in csv.DictReader(f)] == ["none", "head", "lora:2"]
     assert (out / "runs" / "n4-head" / "checkpoints" / "best.ckpt").stat().st_mtime_ns == before
+
+
+def test_study_resumes_by_the_data_not_by_its_spelling(
+    pretrained: Path, toy_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "study"
+    study = ["finetune-study", "--from", str(pretrained), "--sizes", "4", "--policies", "head", "--no-scratch"]
+    assert main([*study, "--data", str(toy_dataset), "--out", str(out), *COMMON]) == 0
+    done = (out / "runs" / "n4-head" / "checkpoints" / "best.ckpt").stat().st_mtime_ns
+    # The same store, given relative to another working directory, resumes: nothing is run again.
+    monkeypatch.chdir(toy_dataset.parent.parent)
+    relative = str(toy_dataset.relative_to(toy_dataset.parent.parent))
+    assert main([*study, "--data", relative, "--out", str(out), "--resume", *COMMON]) == 0
+    assert (out / "runs" / "n4-head" / "checkpoints" / "best.ckpt").stat().st_mtime_ns == done
+    # Other data at the same path (the store made again with another seed) is refused: paths alone would mix them.
+    shutil.rmtree(toy_dataset)
+    write_dataset(toy_dataset, toy_arrays(seed=1), {"cell_size_m": 2.0, "group_names": ["a", "b"]})
+    capsys.readouterr()
+    assert main([*study, "--data", str(toy_dataset), "--out", str(out), "--resume", *COMMON]) == 2
+    err = capsys.readouterr().err
+    assert "data.sha256" in err and err.count("\n") == 1

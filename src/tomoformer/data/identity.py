@@ -76,22 +76,23 @@ def content_fingerprint(path: str | os.PathLike[str]) -> dict[str, Any]:
     return {"path": str(Path(os.path.abspath(path)).resolve()), "sha256": digest.hexdigest()[:16]}
 
 
+def input_identity(path: str | os.PathLike[str] | None) -> dict[str, Any] | None:
+    """The fingerprint of one input: :func:`dataset_fingerprint` for a dataset, :func:`content_fingerprint` for any
+    other file or folder (a checkpoint, class images), None for no input (or ``sim``); a missing path is recorded as
+    missing (the command's own loading then says what is wrong)."""
+    if path is None or str(path) in ("", "sim"):
+        return None
+    if not os.path.exists(path):
+        return {"path": str(Path(os.path.abspath(path)).resolve()), "missing": True}
+    try:
+        dataset_format(path)
+        return dataset_fingerprint(path)
+    except DataError:
+        # Not a signal dataset (class images in an .npz, a checkpoint, say) or a broken one: its bytes identify it,
+        # and the command's own loading says what is wrong with it, if anything.
+        return content_fingerprint(path)
+
+
 def data_identity(data: str | None, val_data: str | None = None) -> dict[str, Any]:
-    """Fingerprints of a run's training and validation data: :func:`dataset_fingerprint` for a dataset,
-    :func:`content_fingerprint` for any other input, None for no data (or ``sim``); a missing path is recorded as
-    missing (the run's own loading then says what is wrong)."""
-
-    def one(path: str | None) -> dict[str, Any] | None:
-        if path is None or str(path) in ("", "sim"):
-            return None
-        if not os.path.exists(path):
-            return {"path": str(Path(os.path.abspath(path)).resolve()), "missing": True}
-        try:
-            dataset_format(path)
-            return dataset_fingerprint(path)
-        except DataError:
-            # Not a signal dataset (class images in an .npz, say) or a broken one: its bytes identify it, and the
-            # run's own loading says what is wrong with it, if anything.
-            return content_fingerprint(path)
-
-    return {"data": one(data), "val_data": one(val_data)}
+    """Fingerprints (:func:`input_identity`) of a run's training and validation data."""
+    return {"data": input_identity(data), "val_data": input_identity(val_data)}

@@ -21,6 +21,7 @@ import csv
 import dataclasses
 import io
 import math
+import os
 import tempfile
 import time
 from collections.abc import Sequence
@@ -47,7 +48,10 @@ SCRATCH = "scratch"
 NONE = "none"
 # TrainConfig fields the study sets per run, and those that may change between a study and its --resume.
 _SET_PER_RUN = frozenset({"data", "val_data", "out", "model", "model_kwargs", "resume", "overwrite"})
-_MAY_CHANGE = frozenset({"train.progress", "train.num_workers"})
+# Besides these options, an input's path may change when its fingerprint does not (the same file, spelt another way).
+_MAY_CHANGE = frozenset(
+    {"train.progress", "train.num_workers", *(f"{key}.path" for key in ("from", "data", "val_data", "test_data"))}
+)
 COLUMNS = ("size", "policy", "val_iou", "trainable_params", "total_params", "seconds", "test_iou")
 
 
@@ -173,16 +177,19 @@ def study_record(
     test_data: str | Path | None,
     config: TrainConfig,
 ) -> dict[str, Any]:
-    """What every run of a study shares, stored as the study's ``config.yaml`` (paths resolved)."""
+    """What every run of a study shares, stored as the study's ``config.yaml``: the checkpoint and the data by
+    their fingerprints (so the same files by any spelling resume, and other files are refused), a shipped model by
+    its name, and the training options."""
+    from tomoformer.data.identity import input_identity
 
-    def resolved(path: str | Path | None) -> str | None:
-        return None if path is None else str(Path(path).resolve())
+    def identity(path: str | Path | None) -> dict[str, Any] | str | None:
+        return input_identity(path) if path is None or os.path.exists(path) else str(path)
 
     return {
-        "from": resolved(checkpoint),
-        "data": resolved(data),
-        "val_data": resolved(val_data),
-        "test_data": resolved(test_data),
+        "from": identity(checkpoint),
+        "data": identity(data),
+        "val_data": identity(val_data),
+        "test_data": identity(test_data),
         "train": {k: v for k, v in config.to_dict().items() if k not in _SET_PER_RUN},
     }
 
