@@ -6,21 +6,12 @@ import csv
 from pathlib import Path
 
 import numpy as np
-import pytest
-import torch
 
-from tomoformer.checkpoint import save_checkpoint
 from tomoformer.cli import main
-from tomoformer.models.registry import create_model
-
-TINY = {"embed_dim": 32, "depth": 1, "num_heads": 2, "patch_size": 4}
 
 
-@pytest.fixture
-def checkpoint(tmp_path: Path) -> Path:
-    torch.manual_seed(0)
-    model = create_model("tomoformer_tiny", **TINY)
-    return save_checkpoint(tmp_path / "tiny.ckpt", model, {"model": "tomoformer_tiny", "model_kwargs": TINY})
+def plan_args(checkpoint: Path, data: Path, candidates: Path) -> list[str]:
+    return ["plan", "--checkpoint", str(checkpoint), "--data", str(data), "--candidates", str(candidates)]
 
 
 def test_plan_writes_k_ranked_unique_candidates_per_sample(checkpoint: Path, toy_dataset: Path, tmp_path: Path) -> None:
@@ -29,15 +20,7 @@ def test_plan_writes_k_ranked_unique_candidates_per_sample(checkpoint: Path, toy
     candidates = np.concatenate([rng.uniform(0, 16, (16, k0, 2)), rng.uniform(2, 20, (16, k0, 1))], -1)
     np.save(tmp_path / "C.npy", candidates.astype(np.float32))
     out, png = tmp_path / "plan.csv", tmp_path / "png"
-    args = [
-        "plan",
-        "--checkpoint",
-        str(checkpoint),
-        "--data",
-        str(toy_dataset),
-        "--candidates",
-        str(tmp_path / "C.npy"),
-    ]
+    args = plan_args(checkpoint, toy_dataset, tmp_path / "C.npy")
     assert main([*args, "--k", str(k), "--out", str(out), "--png", str(png)]) == 0
     with open(out, newline="") as f:
         reader = csv.DictReader(f)
@@ -63,15 +46,7 @@ def test_plan_writes_k_ranked_unique_candidates_per_sample(checkpoint: Path, toy
 
 def test_bad_candidates_file_is_one_line(checkpoint: Path, toy_dataset: Path, tmp_path: Path, capsys) -> None:
     np.save(tmp_path / "bad.npy", np.zeros((16, 10, 2), dtype=np.float32))
-    args = [
-        "plan",
-        "--checkpoint",
-        str(checkpoint),
-        "--data",
-        str(toy_dataset),
-        "--candidates",
-        str(tmp_path / "bad.npy"),
-    ]
+    args = plan_args(checkpoint, toy_dataset, tmp_path / "bad.npy")
     assert main([*args, "--k", "2", "--out", str(tmp_path / "plan.csv")]) == 2
     err = capsys.readouterr().err.strip()
     assert "bad.npy" in err and "[16, 10, 2]" in err and "\n" not in err

@@ -7,21 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import zarr
 
-from tomoformer.checkpoint import load_checkpoint, save_checkpoint
+from tomoformer.checkpoint import load_checkpoint
 from tomoformer.cli import main
-from tomoformer.models.registry import create_model
-
-TINY = {"embed_dim": 32, "depth": 1, "num_heads": 2, "patch_size": 4}
-
-
-@pytest.fixture
-def checkpoint(tmp_path: Path) -> Path:
-    torch.manual_seed(0)
-    model = create_model("tomoformer_tiny", **TINY)
-    return save_checkpoint(tmp_path / "tiny.ckpt", model, {"model": "tomoformer_tiny", "model_kwargs": TINY})
 
 
 def test_predict_writes_uncertainty_and_pictures(checkpoint: Path, toy_dataset: Path, tmp_path: Path) -> None:
