@@ -20,7 +20,8 @@ from tomoformer.errors import OutputError
 __all__ = ["output_lock"]
 
 
-def _lock_path(out: str | os.PathLike[str]) -> Path:
+def lock_path(out: str | os.PathLike[str]) -> Path:
+    """The lock file ``<out>.lock`` that :func:`output_lock` holds beside ``out``."""
     path = Path(os.path.abspath(out))
     return path.with_name(f"{path.name}.lock")
 
@@ -42,7 +43,7 @@ def output_lock(out: str | os.PathLike[str], command: str) -> Iterator[Path]:
     A lock left by a process that no longer exists on this host is taken over. The lock file is removed when the
     block ends, also on exceptions.
     """
-    lock = _lock_path(out)
+    lock = lock_path(out)
     try:
         lock.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:

@@ -22,6 +22,7 @@ from tomoformer.data.merge import merge_shards
 from tomoformer.data.shards import Shard, shard_name
 from tomoformer.errors import ConfigError, DataError, TomoFormerError
 from tomoformer.io import is_ours, read_marker, remove, write_marker
+from tomoformer.locks import lock_path
 from tomoformer.outputs import check_not_input, check_output, output_lock
 
 INSTALL_HINT = 'pip install -e ".[scale]"'
@@ -81,9 +82,9 @@ def simulate_with_ray(
             paths = [work / f"{shard_name(i, count)}.zarr" for i in range(count)]
             # Each shard's store, its hidden partial store and its lock: the names a shard task may leave here,
             # recorded so that the folder stays wholly ours and is deleted after the merge.
-            write_marker(
-                work, add=[name for p in paths for name in (p.name, f".{p.stem}.partial.zarr", f"{p.name}.lock")]
-            )
+            from tomoformer.data.simulated import partial_path
+
+            write_marker(work, add=[q.name for p in paths for q in (p, partial_path(p), lock_path(p))])
             _run_shards(ray, paths, n, count, simulate_args, geometry, max_retries, progress, gpus_per_task)
         merge_shards([str(p) for p in paths], out)
         with open_dataset(out):

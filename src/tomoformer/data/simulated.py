@@ -25,6 +25,11 @@ from tomoformer.sim import STYLES, SimConfig, dataset_attrs, simulate_samples
 from tomoformer.sim.calibrate import Calibration, calibrate_arrays
 
 
+def partial_path(out: Path) -> Path:
+    """The hidden name beside ``out`` under which simulate fills a Zarr store before renaming it to ``out``."""
+    return out.with_name(f".{out.stem}.partial{out.suffix}")
+
+
 def simulate_dataset(
     out: Path,
     n: int,
@@ -112,7 +117,7 @@ def _simulate_into(
 ) -> Path:
     """The writing part of :func:`simulate_dataset`, under ``out``'s lock; ``n`` samples of this store."""
     report = on_progress or (lambda done: None)
-    partial = out.with_name(f".{out.stem}.partial{out.suffix}")
+    partial = partial_path(out)
     # An empty folder there is what a kill between creating our partial store and its first write leaves.
     if os.path.lexists(partial) and not (wholly_ours(partial) or is_empty_dir(partial)):
         raise OutputError(f"{partial}: exists and tomoformer did not write it; move it away (simulate's temporary)")
